@@ -1,0 +1,43 @@
+# avemo: `make demo` (sets up .venv, runs the sample corpus end to end) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+DEMO   ?= demo-out
+
+# Inputs and outputs of `make extract | train | eval` (default: the demo's).
+MANIFEST ?= $(DEMO)/sample/clips.csv
+CACHE    ?= $(DEMO)/cache
+RUN      ?= $(DEMO)/run
+WEIGHTS  ?= none
+APPROACH ?= all
+
+.PHONY: install demo test extract train eval clean
+
+install: $(STAMP)
+
+$(STAMP): setup.cfg pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $(STAMP)
+
+$(DEMO)/sample/clips.csv: | $(STAMP)
+	$(BIN)/avemo sample $(DEMO)/sample --clips 150 --seed 0
+
+demo: $(STAMP) $(DEMO)/sample/clips.csv
+	$(MAKE) --no-print-directory extract train eval
+
+extract: $(STAMP)
+	$(BIN)/avemo extract --manifest $(MANIFEST) --cache $(CACHE) --weights $(WEIGHTS)
+
+train: $(STAMP)
+	$(BIN)/avemo train --cache $(CACHE) --run $(RUN) --approach $(APPROACH)
+
+eval: $(STAMP)
+	$(BIN)/avemo evaluate --run $(RUN)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(DEMO)
