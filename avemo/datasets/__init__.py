@@ -1,0 +1,1 @@
+"""Label files, splits and the sample corpus."""
