@@ -1,0 +1,180 @@
+"""A folder of HDF5 shards plus `manifest.json` (see docs/cache-format.md).
+
+Each shard holds a few clips: per-clip index arrays (`clip_id`, `offset`, `n_seconds`, labels, split,
+`has_audio`) and per-second arrays `[seconds, ...]` (key frames, spectrograms or fc7 features). A shard is
+written under a temporary name and renamed once complete and flushed; only then is it added to the
+manifest, with its sha256. Readers trust the manifest; a resumed run skips the clips it lists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from avemo.errors import AvemoError
+
+SCHEMA_VERSION = 1
+NO_LABEL = -128  # valence (or arousal) not known
+MANIFEST = "manifest.json"
+INDEX_FIELDS = ("clip_id", "offset", "n_seconds", "arousal", "valence", "split", "has_audio")
+
+
+@contextlib.contextmanager
+def cache_lock(folder: str | Path) -> Iterator[None]:
+    """Hold the cache for one run; a second run on the same cache refuses instead of corrupting it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise AvemoError(f"{folder}: another avemo run is using this cache; wait for it or use another --cache") from None
+        yield
+
+
+class ShardStore:
+    """Shards of one kind ("media" or "features") made with one set of settings."""
+
+    def __init__(self, folder: str | Path, kind: str):
+        self.folder = Path(folder)
+        self.kind = kind
+        path = self.folder / MANIFEST
+        if path.is_file():
+            manifest = json.loads(path.read_text())
+            if manifest.get("schema_version") != SCHEMA_VERSION:
+                raise AvemoError(
+                    f"{path}: cache schema {manifest.get('schema_version')} but this avemo reads {SCHEMA_VERSION}; "
+                    "extract into a new --cache"
+                )
+            self.manifest = manifest
+        else:
+            self.manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "settings": None, "shards": []}
+
+    # -- settings ---------------------------------------------------------------------------------
+    def check_settings(self, settings: dict) -> None:
+        """Adopt `settings` for a new store; refuse when existing shards were made with other ones."""
+        stored = self.manifest["settings"]
+        if stored is None:
+            self.manifest["settings"] = settings
+            return
+        for key in sorted(set(stored) | set(settings)):
+            if stored.get(key) != settings.get(key):
+                raise AvemoError(
+                    f"{self.folder}: existing {self.kind} shards were made with {key}={stored.get(key)!r}, "
+                    f"not {settings.get(key)!r}; use the same settings or another --cache"
+                )
+
+    @property
+    def settings(self) -> dict:
+        return self.manifest["settings"] or {}
+
+    # -- writing ----------------------------------------------------------------------------------
+    def completed_clips(self) -> set[str]:
+        return {clip for shard in self.manifest["shards"] for clip in shard["clips"]}
+
+    def remove_partial_shards(self) -> None:
+        """Delete what a killed run left half-written (never listed in the manifest)."""
+        for leftover in self.folder.glob("*.tmp"):
+            leftover.unlink()
+
+    def add_shard(self, index: dict[str, np.ndarray], seconds: dict[str, np.ndarray], compression: dict[str, str] | None = None) -> None:
+        """Write one shard (index arrays per clip, per-second arrays) and list it in the manifest."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        name = f"shard-{len(self.manifest['shards']):05d}.h5"
+        final, tmp = self.folder / name, self.folder / (name + ".tmp")
+        compression = compression or {}
+        with h5py.File(tmp, "w") as f:
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            f.attrs["kind"] = self.kind
+            f.attrs["settings"] = json.dumps(self.settings, sort_keys=True)
+            for key in INDEX_FIELDS:
+                values = index[key]
+                if values.dtype.kind in "UO":
+                    f.create_dataset(f"index/{key}", data=values.astype(object), dtype=h5py.string_dtype())
+                else:
+                    f.create_dataset(f"index/{key}", data=values)
+            for key, values in seconds.items():
+                codec = compression.get(key)
+                chunks = (1, *values.shape[1:]) if codec else None
+                f.create_dataset(key, data=values, compression=codec, chunks=chunks if len(values) else None)
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, final)
+        self.manifest["shards"].append(
+            {
+                "file": name,
+                "sha256": _sha256(final),
+                "clips": [str(c) for c in index["clip_id"]],
+                "n_seconds": int(index["n_seconds"].sum()),
+            }
+        )
+        self._save_manifest()
+
+    def _save_manifest(self) -> None:
+        tmp = self.folder / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(self.manifest, indent=1))
+        with open(tmp, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(tmp, self.folder / MANIFEST)
+
+    # -- reading ----------------------------------------------------------------------------------
+    def shard_paths(self) -> list[Path]:
+        if not self.manifest["shards"]:
+            raise AvemoError(f"{self.folder}: no {self.kind} shards here; run `avemo extract` first")
+        return [self.folder / s["file"] for s in self.manifest["shards"]]
+
+    def read_index(self) -> dict[str, np.ndarray]:
+        """The per-clip index of all shards, with `offset` counted over the concatenated seconds."""
+        parts: dict[str, list[np.ndarray]] = {key: [] for key in INDEX_FIELDS}
+        base = 0
+        for path in self.shard_paths():
+            with h5py.File(path, "r") as f:
+                index = read_shard_index(f)
+            for key in INDEX_FIELDS:
+                parts[key].append(index[key] + base if key == "offset" else index[key])
+            base += int(index["n_seconds"].sum())
+        return {key: np.concatenate(values) for key, values in parts.items()}
+
+    def read_seconds(self, name: str) -> np.ndarray:
+        """One per-second array over all shards, read straight into one preallocated array."""
+        paths = self.shard_paths()
+        shapes = []
+        for path in paths:
+            with h5py.File(path, "r") as f:
+                shapes.append((f[name].shape, f[name].dtype))
+        total = sum(shape[0] for shape, _ in shapes)
+        out = np.empty((total, *shapes[0][0][1:]), dtype=shapes[0][1])
+        start = 0
+        for path, (shape, _) in zip(paths, shapes):
+            if shape[0]:
+                with h5py.File(path, "r") as f:
+                    f[name].read_direct(out, dest_sel=np.s_[start : start + shape[0]])
+            start += shape[0]
+        return out
+
+
+def read_shard_index(f: h5py.File) -> dict[str, np.ndarray]:
+    """The per-clip index of one open shard; strings come back as str arrays."""
+    index = {}
+    for key in INDEX_FIELDS:
+        values = f[f"index/{key}"][()]
+        if values.dtype.kind == "O":
+            values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=str)
+        index[key] = values
+    return index
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -1,0 +1,95 @@
+"""AlexNet (paper: "AlexNet ... we select the fc7 layer ... 4096 neurons"), its weights and fc7 export.
+
+`--weights imagenet` goes through torchvision's weights API (downloads once), `--weights PATH` loads a
+local state dict (a torchvision AlexNet's, with a 1000- or 3-way last layer), `--weights none` is random
+initialisation from a seed. Inputs are the 256×256 images of the media cache, centre-cropped to 224×224
+as in Krizhevsky et al. and normalised with the ImageNet mean and std; spectrograms are grey, repeated
+over the three channels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from avemo.errors import AvemoError
+
+FC7_DIM = 4096
+CROP = 224
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
+    """An AlexNet in eval mode with the requested weights (see module docstring)."""
+    if weights == "imagenet":
+        return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).eval()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = torchvision.models.alexnet(weights=None)
+    if weights == "none":
+        return model.eval()
+    path = Path(weights)
+    if not path.is_file():
+        raise AvemoError(f"--weights {weights}: not 'imagenet', 'none' or an existing state-dict file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise AvemoError(f"--weights {path}: cannot load a state dict ({type(e).__name__})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    last = state.get("classifier.6.weight") if isinstance(state, dict) else None
+    if last is not None and last.shape[0] != model.classifier[6].out_features:
+        model.classifier[6] = torch.nn.Linear(FC7_DIM, last.shape[0])
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, AttributeError) as e:
+        raise AvemoError(f"--weights {path}: not an AlexNet state dict ({str(e).splitlines()[0][:120]})") from None
+    return model.eval()
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """A hash of the parameters themselves, recorded with the features they produced."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(model.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class Fc7(torch.nn.Module):
+    """uint8 images [B, 256, 256, 3] (or [B, 256, 256] grey) → post-ReLU fc7 activations [B, 4096]."""
+
+    def __init__(self, alexnet: torch.nn.Module):
+        super().__init__()
+        self.features, self.avgpool = alexnet.features, alexnet.avgpool
+        self.fc6_fc7 = alexnet.classifier[:6]  # dropout, fc6, ReLU, dropout, fc7, ReLU
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        if images.dim() == 3:
+            images = images.unsqueeze(-1).expand(-1, -1, -1, 3)
+        top = (images.shape[1] - CROP) // 2
+        left = (images.shape[2] - CROP) // 2
+        x = images[:, top : top + CROP, left : left + CROP].permute(0, 3, 1, 2).float()
+        return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.features(self.preprocess(images)))
+        return self.fc6_fc7(torch.flatten(x, 1))
+
+
+@torch.inference_mode()
+def fc7_features(model: Fc7, images: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
+    """fc7 of every image, fp16 [n, 4096]; batched, channels-last, AMP on CUDA."""
+    out = np.empty((len(images), FC7_DIM), np.float16)
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(images[start : start + batch_size]).to(device)
+        with torch.autocast("cuda", enabled=device.startswith("cuda")):
+            out[start : start + len(batch)] = model(batch).float().cpu().numpy()
+    return out
