@@ -1,0 +1,1 @@
+"""Stage 3: metrics and reports that say what a number means."""

@@ -1,0 +1,1 @@
+"""Stage 2: heads over cached fc7 features, trained in memory."""
