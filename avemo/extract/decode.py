@@ -51,7 +51,7 @@ def decode_clip(path: str, settings: DecodeSettings = DecodeSettings()) -> ClipM
         if n_frames == 0:
             raise ClipError("no video frames")
         times = video.get_frame_timestamp(range(n_frames))  # [n, 2]: start, end (s)
-    except decord.DECORDError as e:
+    except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError on unreadable containers
         raise ClipError(f"cannot read video: {_first_line(e)}") from None
     duration = float(times[-1, 1])
     n_segments = _segment_count(duration, settings.min_last_segment)
@@ -68,7 +68,7 @@ def decode_clip(path: str, settings: DecodeSettings = DecodeSettings()) -> ClipM
             members = np.array([np.abs(times[:, 0] - (s + 0.5) * SEGMENT_SECONDS).argmin()])
         try:
             frames = video.get_batch(members.tolist()).asnumpy()
-        except decord.DECORDError as e:
+        except (decord.DECORDError, RuntimeError) as e:
             raise ClipError(f"cannot decode second {s}: {_first_line(e)}") from None
         best = key_frame(rgb_histograms(frames, settings.hist_bins))
         key_frames[s], key_index[s] = frames[best], members[best]
@@ -77,7 +77,9 @@ def decode_clip(path: str, settings: DecodeSettings = DecodeSettings()) -> ClipM
     if audio is None:
         spectrograms = np.zeros((n_segments, size, size), np.uint8)
     else:
-        spectrograms = spectrogram_images(audio_segments(audio, n_segments, settings.spectrogram.sample_rate), settings.spectrogram)
+        spectrograms = spectrogram_images(
+            audio_segments(audio, n_segments, settings.spectrogram.sample_rate), settings.spectrogram
+        )
     return ClipMedia(key_frames, key_index, times[key_index, 0].astype(np.float64), spectrograms, audio is not None)
 
 
@@ -86,7 +88,7 @@ def read_audio(path: str, sample_rate: int) -> np.ndarray | None:
     try:
         reader = decord.AudioReader(path, sample_rate=sample_rate, mono=True)
         samples = reader[:].asnumpy()
-    except decord.DECORDError:
+    except (decord.DECORDError, RuntimeError):
         return None
     return samples.reshape(-1).astype(np.float32) if samples.size else None
 
