@@ -37,16 +37,24 @@ class ExtractSettings:
 def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = ExtractSettings()) -> None:
     cache = Path(cache)
     with cache_lock(cache):
+        # Check both stores' settings before any work, so a mismatch never costs a decoding pass.
         media = ShardStore(cache / "media", "media")
         media.check_settings(asdict(settings.decode))
-        extract_media(clips, media, cache / "errors.csv", settings.decode, settings.clips_per_shard)
+        alexnet = build_alexnet(settings.weights, settings.seed)
         features = ShardStore(cache / "features", "features")
-        export_features(media, features, settings)
+        features.check_settings(
+            {
+                "weights": settings.weights,
+                "weights_sha256": weights_sha256(alexnet),
+                "seed": settings.seed,
+                "media": media.settings,
+            }
+        )
+        extract_media(clips, media, cache / "errors.csv", settings.decode, settings.clips_per_shard)
+        export_features(media, features, alexnet, settings)
 
 
-def extract_media(
-    clips: list[Clip], media: ShardStore, errors_csv: Path, settings: DecodeSettings, clips_per_shard: int
-) -> None:
+def extract_media(clips: list[Clip], media: ShardStore, errors_csv: Path, settings: DecodeSettings, clips_per_shard: int) -> None:
     """Phase 1: decode each clip not yet cached into key frames and spectrograms."""
     media.remove_partial_shards()
     done = media.completed_clips()
@@ -79,17 +87,15 @@ def extract_media(
     )
 
 
-def export_features(media: ShardStore, features: ShardStore, settings: ExtractSettings) -> None:
+def export_features(media: ShardStore, features: ShardStore, alexnet: torch.nn.Module, settings: ExtractSettings) -> None:
     """Phase 2: fc7 of every key frame and spectrogram, one feature shard per media shard."""
-    alexnet = build_alexnet(settings.weights, settings.seed)
-    features.check_settings(
-        {"weights": settings.weights, "weights_sha256": weights_sha256(alexnet), "seed": settings.seed, "media": media.settings}
-    )
     features.remove_partial_shards()
     done = features.completed_clips()
     model = Fc7(alexnet).to(settings.device, memory_format=torch.channels_last)
     started, n_clips, n_seconds = time.perf_counter(), 0, 0
-    pending = [(entry, path) for entry, path in zip(media.manifest["shards"], media.shard_paths()) if not set(entry["clips"]) <= done]
+    pending = [
+        (entry, path) for entry, path in zip(media.manifest["shards"], media.shard_paths()) if not set(entry["clips"]) <= done
+    ]
     total = sum(len(entry["clips"]) for entry, _ in pending)
     with tqdm(total=total, desc="fc7", unit="clip") as bar:
         for entry, path in pending:
@@ -124,4 +130,3 @@ def _write_media_shard(media: ShardStore, items: list[tuple[Clip, ClipMedia]]) -
         "key_frame_time": np.concatenate([m.key_frame_time for _, m in items]),
     }
     media.add_shard(index, seconds, compression={"key_frames": "lzf", "spectrograms": "lzf"})
-
