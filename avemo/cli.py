@@ -43,14 +43,27 @@ def sample(out: Path, clips: int, seed: int) -> None:
 @click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache directory.")
 @click.option("--weights", default="none", show_default=True, help="AlexNet weights: imagenet | none | PATH to a state dict.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random init for --weights none.")
-@click.option("--hist-bins", default=32, show_default=True, type=click.Choice(["8", "16", "32", "64", "128", "256"]), help="RGB histogram bins per channel for key frames.")
-@click.option("--sample-rate", default=16000, show_default=True, type=click.IntRange(min=2000), help="Audio sample rate (Hz) of the spectrograms.")
+@click.option(
+    "--hist-bins",
+    default=32,
+    show_default=True,
+    type=click.Choice(["8", "16", "32", "64", "128", "256"]),
+    help="RGB histogram bins per channel for key frames.",
+)
+@click.option(
+    "--sample-rate",
+    default=16000,
+    show_default=True,
+    type=click.IntRange(min=2000),
+    help="Audio sample rate (Hz) of the spectrograms.",
+)
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 def extract(manifest: Path, cache: Path, weights: str, seed: int, hist_bins: str, sample_rate: int, batch_size: int) -> None:
     """Decode each clip once (key frames, spectrograms) and export AlexNet fc7 features into CACHE."""
     from avemo.datasets.manifest import check_files, read_manifest
     from avemo.extract.decode import DecodeSettings
-    from avemo.extract.pipeline import ExtractSettings, extract as run_extract
+    from avemo.extract.pipeline import ExtractSettings
+    from avemo.extract.pipeline import extract as run_extract
     from avemo.extract.spectrogram import SpectrogramSettings
 
     clips = read_manifest(manifest)
@@ -60,18 +73,25 @@ def extract(manifest: Path, cache: Path, weights: str, seed: int, hist_bins: str
 
 
 @main.command()
-@click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache written by `avemo extract`.")
+@click.option(
+    "--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache written by `avemo extract`."
+)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory to write.")
-@click.option("--approach", default="modal", show_default=True, type=click.Choice(["visual", "audio", "early", "late", "modal", "all"]))
+@click.option(
+    "--approach", default="modal", show_default=True, type=click.Choice(["visual", "audio", "early", "late", "modal", "all"])
+)
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
 @click.option("--lstm-hidden", default=256, show_default=True, type=click.IntRange(min=1), help="LSTM units (paper: 256).")
 @click.option("--seed", default=0, show_default=True, type=int)
-def train(cache: Path, run_dir: Path, approach: str, epochs: int, lr: float, batch_size: int, lstm_hidden: int, seed: int) -> None:
+def train(
+    cache: Path, run_dir: Path, approach: str, epochs: int, lr: float, batch_size: int, lstm_hidden: int, seed: int
+) -> None:
     """Train the paper's heads on the cache's train split; write predictions into RUN."""
     from avemo.train.heads import APPROACHES
-    from avemo.train.trainer import TrainSettings, train as run_train
+    from avemo.train.trainer import TrainSettings
+    from avemo.train.trainer import train as run_train
 
     settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
     settings = replace(settings, head=replace(settings.head, lstm_hidden=lstm_hidden))
@@ -79,7 +99,9 @@ def train(cache: Path, run_dir: Path, approach: str, epochs: int, lr: float, bat
 
 
 @main.command()
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`.")
+@click.option(
+    "--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`."
+)
 def evaluate(run_dir: Path) -> None:
     """Score the run on the test split next to the majority-class baseline; write results.json, report.md."""
     from avemo.evaluate.report import evaluate as run_evaluate

@@ -85,7 +85,9 @@ class ShardStore:
         for leftover in self.folder.glob("*.tmp"):
             leftover.unlink()
 
-    def add_shard(self, index: dict[str, np.ndarray], seconds: dict[str, np.ndarray], compression: dict[str, str] | None = None) -> None:
+    def add_shard(
+        self, index: dict[str, np.ndarray], seconds: dict[str, np.ndarray], compression: dict[str, str] | None = None
+    ) -> None:
         """Write one shard (index arrays per clip, per-second arrays) and list it in the manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"shard-{len(self.manifest['shards']):05d}.h5"

@@ -33,7 +33,7 @@ def _label(value: str, where: str, column: str, optional: bool = False) -> int |
         return None
     try:
         label = int(float(value))
-    except ValueError:
+    except (ValueError, OverflowError):  # not a number, or inf
         label = None
     if label not in LABEL_VALUES or float(value) != label:
         raise AvemoError(f"{where}: {column} must be -1, 0 or 1, got {value!r}")

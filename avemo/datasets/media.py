@@ -38,7 +38,7 @@ def write_mp4(
             sound = container.add_stream("aac", rate=audio_rate)
             sound.layout = "mono"
         times = iter(frame_times) if frame_times is not None else None
-        for i, rgb in enumerate(_chain(first, frames)):
+        for rgb in _chain(first, frames):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
             if times is not None:
                 frame.pts, frame.time_base = round(next(times) * 1000), Fraction(1, 1000)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from avemo.datasets.labels import AROUSAL_NAMES
+from avemo.datasets.labels import AROUSAL_NAMES, to_label
 from avemo.train.data import FeatureSet, load_features
 from avemo.train.heads import APPROACHES, EmotionHead, HeadSettings
 
@@ -91,7 +91,7 @@ def fit(data: FeatureSet, settings: TrainSettings, out: Path) -> np.ndarray:
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             seen += len(batch)
         log.append({"epoch": epoch, "train_loss": total / seen})
     torch.save({"model": model.state_dict(), "norm": norm.state(), "settings": asdict(settings)}, out / "model.pt")
@@ -150,4 +150,4 @@ def write_predictions(path: Path, data: FeatureSet, probs: np.ndarray) -> None:
         writer = csv.writer(f)
         writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
         for clip_id, split, label, p in zip(data.clip_ids, data.split, data.labels.tolist(), probs):
-            writer.writerow([clip_id, split, label - 1, int(p.argmax()) - 1, *(f"{v:.6f}" for v in p)])
+            writer.writerow([clip_id, split, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
