@@ -1,0 +1,143 @@
+import csv
+import hashlib
+import json
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from avemo.cache import ShardStore, cache_lock
+from avemo.datasets.manifest import read_manifest, write_manifest
+from avemo.errors import AvemoError
+from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.decode import DecodeSettings
+from avemo.extract.pipeline import ExtractSettings, extract
+
+from helpers import make_clip
+
+SMALL = ExtractSettings(clips_per_shard=2, batch_size=8)
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Four good clips (one mute), one corrupt file and one clip under a second."""
+    (tmp_path / "v").mkdir()
+    make_clip(tmp_path / "v/a.mp4", seconds=2.5, seed=1)
+    make_clip(tmp_path / "v/b.mp4", seconds=3.1, seed=2)
+    make_clip(tmp_path / "v/mute.mp4", seconds=2.0, audio_hz=None, seed=3)
+    make_clip(tmp_path / "v/d.mp4", seconds=1.4, seed=4)
+    make_clip(tmp_path / "v/short.mp4", seconds=0.5, seed=5)
+    (tmp_path / "v/corrupt.mp4").write_bytes(b"not a video at all" * 100)
+    rows = [
+        {"path": f"v/{name}.mp4", "arousal": arousal, "valence": "", "split": split}
+        for name, arousal, split in [
+            ("a", -1, "train"),
+            ("corrupt", 0, "train"),
+            ("b", 1, "test"),
+            ("short", 0, "train"),
+            ("mute", 0, "train"),
+            ("d", 1, "test"),
+        ]
+    ]
+    write_manifest(tmp_path / "clips.csv", rows)
+    return read_manifest(tmp_path / "clips.csv")
+
+
+def test_extract_writes_shards_logs_bad_clips_and_resumes(tmp_path, corpus, capsys):
+    cache = tmp_path / "cache"
+    extract(corpus, cache, SMALL)
+    out = capsys.readouterr().out
+    assert "decode: 4 clips done, 0 already cached, 2 failed" in out
+
+    errors = {r["clip_id"]: r["reason"] for r in csv.DictReader(open(cache / "errors.csv"))}
+    assert set(errors) == {"v/corrupt.mp4", "v/short.mp4"}
+    assert "cannot read video" in errors["v/corrupt.mp4"] and "shorter than one second" in errors["v/short.mp4"]
+
+    media, features = ShardStore(cache / "media", "media"), ShardStore(cache / "features", "features")
+    assert len(media.manifest["shards"]) == len(features.manifest["shards"]) == 2
+    for entry in media.manifest["shards"] + features.manifest["shards"]:
+        folder = cache / ("media" if entry in media.manifest["shards"] else "features")
+        assert hashlib.sha256((folder / entry["file"]).read_bytes()).hexdigest() == entry["sha256"]
+    index = features.read_index()
+    assert list(index["clip_id"]) == ["v/a.mp4", "v/b.mp4", "v/mute.mp4", "v/d.mp4"]
+    assert list(index["n_seconds"]) == [2, 3, 2, 1] and list(index["offset"]) == [0, 2, 5, 7]
+    assert list(index["has_audio"]) == [1, 1, 0, 1] and list(index["arousal"]) == [-1, 1, 0, 1]
+    assert list(index["split"]) == ["train", "test", "train", "test"] and set(index["valence"]) == {-128}
+    visual, audio = features.read_seconds("visual"), features.read_seconds("audio")
+    assert visual.shape == audio.shape == (8, 4096) and visual.dtype == np.float16
+    assert np.isfinite(visual).all() and not np.array_equal(visual, audio)
+
+    # the features are AlexNet fc7 of the cached key frames
+    key_frames = media.read_seconds("key_frames")
+    model = Fc7(build_alexnet("none", seed=0))
+    np.testing.assert_allclose(fc7_features(model, key_frames[:3]), visual[:3], rtol=1e-2, atol=1e-4)
+    with h5py.File(cache / "media" / media.manifest["shards"][0]["file"]) as f:
+        assert f.attrs["schema_version"] == 1 and f["key_frame_time"].shape == (5,)
+
+    # a second run decodes nothing again, and the shards stay untouched
+    before = {p.name: p.stat().st_mtime_ns for p in cache.rglob("*.h5")}
+    extract(corpus, cache, SMALL)
+    out = capsys.readouterr().out
+    assert "decode: 0 clips done, 4 already cached, 2 failed" in out and "fc7: 0 clips done, 4 already cached" in out
+    assert {p.name: p.stat().st_mtime_ns for p in cache.rglob("*.h5")} == before
+
+
+def test_a_killed_run_resumes_from_completed_shards(tmp_path, corpus, capsys):
+    cache = tmp_path / "cache"
+    extract(corpus[:3], cache, SMALL)  # as if killed after the first media and feature shard
+    (cache / "media" / "shard-00009.h5.tmp").write_bytes(b"half written")
+    capsys.readouterr()
+    extract(corpus, cache, SMALL)
+    assert "decode: 2 clips done, 2 already cached" in capsys.readouterr().out
+    assert not list(cache.rglob("*.tmp"))
+    full = tmp_path / "full"
+    extract(corpus, full, SMALL)
+    resumed = ShardStore(cache / "features", "features")
+    fresh = ShardStore(full / "features", "features")
+    assert sorted(resumed.read_index()["clip_id"]) == sorted(fresh.read_index()["clip_id"])
+
+
+def test_other_settings_on_the_same_cache_are_refused(tmp_path, corpus):
+    cache = tmp_path / "cache"
+    extract(corpus[:1], cache, SMALL)
+    other = ExtractSettings(decode=DecodeSettings(hist_bins=16), clips_per_shard=2)
+    with pytest.raises(AvemoError, match="made with hist_bins=32, not 16"):
+        extract(corpus, cache, other)
+    with pytest.raises(AvemoError, match="made with seed=0, not 1"):
+        extract(corpus, cache, ExtractSettings(seed=1, clips_per_shard=2))
+    assert ShardStore(cache / "media", "media").completed_clips() == {"v/a.mp4"}  # refused before decoding
+
+
+def test_a_second_run_on_a_busy_cache_is_refused(tmp_path, corpus):
+    with cache_lock(tmp_path / "cache"):
+        with pytest.raises(AvemoError, match="another avemo run is using this cache"):
+            extract(corpus, tmp_path / "cache", SMALL)
+
+
+def test_newer_schema_is_refused(tmp_path):
+    (tmp_path / "manifest.json").write_text(json.dumps({"schema_version": 99, "kind": "media", "settings": None, "shards": []}))
+    with pytest.raises(AvemoError, match="cache schema 99"):
+        ShardStore(tmp_path, "media")
+
+
+def test_weights_from_a_local_state_dict(tmp_path):
+    model = build_alexnet("none", seed=3)
+    torch.save(model.state_dict(), tmp_path / "alexnet.pt")
+    assert weights_sha256(build_alexnet(str(tmp_path / "alexnet.pt"))) == weights_sha256(model)
+    assert weights_sha256(build_alexnet("none", seed=4)) != weights_sha256(model)
+    # a fine-tuned 3-way AlexNet (classifier.6 is 4096 → 3) loads as well
+    model.classifier[6] = torch.nn.Linear(4096, 3)
+    torch.save({"state_dict": model.state_dict()}, tmp_path / "finetuned.pt")
+    assert build_alexnet(str(tmp_path / "finetuned.pt")).classifier[6].out_features == 3
+
+
+def test_bad_weights_get_one_clear_line(tmp_path):
+    with pytest.raises(AvemoError, match="not 'imagenet', 'none' or an existing state-dict file"):
+        build_alexnet(str(tmp_path / "missing.pt"))
+    (tmp_path / "junk.pt").write_bytes(b"junk")
+    with pytest.raises(AvemoError, match="cannot load a state dict"):
+        build_alexnet(str(tmp_path / "junk.pt"))
+    torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "other.pt")
+    with pytest.raises(AvemoError, match="not an AlexNet state dict"):
+        build_alexnet(str(tmp_path / "other.pt"))
