@@ -14,6 +14,10 @@ official split does. Everything is deterministic for a given seed.
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
+import multiprocessing
+import os
 from pathlib import Path
 from xml.sax.saxutils import escape
 
@@ -75,8 +79,13 @@ def sample_audio(level: int, n_samples: int, rng: np.random.Generator) -> np.nda
     return out
 
 
-def write_sample(out: str | Path, clips: int = 150, seed: int = 0, test_fraction: float = 0.3) -> Path:
-    """Write the corpus under `out`; returns the path of its CSV manifest `out/clips.csv`."""
+def write_sample(
+    out: str | Path, clips: int = 150, seed: int = 0, test_fraction: float = 0.3, workers: int | None = None
+) -> Path:
+    """Write the corpus under `out` (clips in parallel processes, one per CPU by default); returns `out/clips.csv`.
+
+    Each clip draws from its own generator seeded by (seed, clip number), so the files do not depend on
+    the number of workers."""
     if clips < 2:
         raise ValueError("the sample corpus needs at least 2 clips")
     out = Path(out)
@@ -89,37 +98,42 @@ def write_sample(out: str | Path, clips: int = 150, seed: int = 0, test_fraction
     n_test_movies = min(n_movies - 1, max(1, round(n_movies * test_fraction)))
     test_movies = set(rng.permutation(n_movies)[:n_test_movies].tolist())
 
-    rows = []
-    for i in tqdm(range(clips), desc="sample clips", unit="clip"):
-        clip_rng = np.random.default_rng([seed, i])
-        visual, audio = levels[i]
-        seconds = clip_rng.uniform(8.0, 12.0)
-        n_frames = int(seconds * FPS)
-        name = f"ACCEDE{i:05d}.mp4"
-        write_mp4(
-            out / "data" / name,
-            sample_frames(visual, n_frames, clip_rng),
-            fps=FPS,
-            audio=sample_audio(audio, int(n_frames / FPS * AUDIO_RATE), clip_rng),
-            audio_rate=AUDIO_RATE,
-        )
-        movie = i // CLIPS_PER_MOVIE
-        rows.append(
-            {
-                "path": f"data/{name}",
-                "arousal": arousal_of(visual, audio),
-                "valence": visual - 1,
-                "split": "test" if movie in test_movies else "train",
-                "movie": f"Sample_Movie_{movie:03d}.mp4",
-                "id": i,
-                "visual_level": visual,
-                "audio_level": audio,
-                "frames": n_frames,
-            }
-        )
+    jobs = [(out, seed, i, *levels[i], i // CLIPS_PER_MOVIE in test_movies) for i in range(clips)]
+    workers = max(1, min(workers or os.cpu_count() or 1, clips))
+    spawn = multiprocessing.get_context("spawn")  # safe even when the caller has torch's threads running
+    with concurrent.futures.ProcessPoolExecutor(workers, spawn) if workers > 1 else contextlib.nullcontext() as pool:
+        results = pool.map(_write_clip, jobs) if pool else map(_write_clip, jobs)
+        rows = list(tqdm(results, total=clips, desc="sample clips", unit="clip"))
     _write_mediaeval_annotations(out / "annotations", rows)
     write_manifest(out / "clips.csv", rows)
     return out / "clips.csv"
+
+
+def _write_clip(job: tuple) -> dict:
+    out, seed, i, visual, audio, is_test = job
+    clip_rng = np.random.default_rng([seed, i])
+    seconds = clip_rng.uniform(8.0, 12.0)
+    n_frames = int(seconds * FPS)
+    name = f"ACCEDE{i:05d}.mp4"
+    write_mp4(
+        out / "data" / name,
+        sample_frames(visual, n_frames, clip_rng),
+        fps=FPS,
+        audio=sample_audio(audio, int(n_frames / FPS * AUDIO_RATE), clip_rng),
+        audio_rate=AUDIO_RATE,
+    )
+    movie = i // CLIPS_PER_MOVIE
+    return {
+        "path": f"data/{name}",
+        "arousal": arousal_of(visual, audio),
+        "valence": visual - 1,
+        "split": "test" if is_test else "train",
+        "movie": f"Sample_Movie_{movie:03d}.mp4",
+        "id": i,
+        "visual_level": visual,
+        "audio_level": audio,
+        "frames": n_frames,
+    }
 
 
 def _write_mediaeval_annotations(folder: Path, rows: list[dict]) -> None:
