@@ -1,0 +1,228 @@
+"""The MediaEval 2015 affective task data (LIRIS-ACCEDE + MEDIAEVAL clips) read as distributed.
+
+Files, looked for in DIR, DIR/annotations, and one folder below DIR (and its `annotations/`), as the
+zips unpack:
+
+- `ACCEDEaffect.txt`, `MEDIAEVALaffect.txt`: `id name valenceClass arousalClass`, tab separated, header;
+  classes -1/0/1. `name` is read with or without `.mp4`. At least one of them is needed.
+- `shots-devset-nl.txt`, `shots-testset-nl.txt` (MEDIAEVAL-mapping.zip): `shot id <TAB> clip name`, no
+  header. When both are present they define the split: the official 6,144 development (→ `train`) and
+  4,756 test clips.
+- Without them, the split falls back to `ACCEDEsets.txt` / `MEDIAEVALsets.txt` (`id name set`, header):
+  set 1 (learning) and 2 (validation) → `train`, 0 → `test`. This is LIRIS-ACCEDE's own split (the
+  dataset's Readme: "in case the validation set is not used, it is included in the learning set"), not
+  MediaEval's; the loader says so in its notes. The original set is kept in `meta["set"]`.
+- `ACCEDEdescription.xml`, `MEDIAEVALdescription.xml` (optional): `<media>` with `<name>` and `<movie>`;
+  the movie becomes `meta["movie"]`, so validation splits can keep a movie on one side.
+- Videos: `data/NAME` under DIR or under one folder below it. A clip's id is its path relative to DIR,
+  e.g. `data/ACCEDE00000.mp4`.
+
+Clips are matched across files by file name, never by `id`: ids restart at 0 in each file and the
+shot ids of the mapping are a third numbering.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from pathlib import Path
+
+from avemo.datasets.dataset import Dataset
+from avemo.datasets.manifest import Clip
+from avemo.datasets.textfile import clip_name, label, read_table, rows, shot_id
+from avemo.errors import AvemoError
+
+SOURCES = ("ACCEDE", "MEDIAEVAL")
+AFFECT_COLUMNS = ("id", "name", "valenceClass", "arousalClass")
+SETS_COLUMNS = ("id", "name", "set")
+MAPPING_FILES = {"train": "shots-devset-nl.txt", "test": "shots-testset-nl.txt"}
+SET_SPLITS = {"1": ("train", "learning"), "2": ("train", "validation"), "0": ("test", "test")}
+
+
+@dataclass
+class _Labels:
+    source: str
+    id: str
+    valence: int
+    arousal: int
+    where: str  # FILE:LINE of the affect row
+
+
+def find(root: Path, file_name: str) -> Path | None:
+    """`file_name` in DIR, DIR/annotations, or a folder one level below DIR (and its annotations/)."""
+    folders = [root, root / "annotations"]
+    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("data", "annotations")):
+        folders += [sub, sub / "annotations"]
+    return next((f / file_name for f in folders if (f / file_name).is_file()), None)
+
+
+def video_index(root: Path) -> dict[str, Path]:
+    """File name → path for every file in DIR/data and DIR/*/data (first found wins)."""
+    index: dict[str, Path] = {}
+    for folder in [root / "data", *sorted(root.glob("*/data"))]:
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                index.setdefault(path.name, path)
+    return index
+
+
+def read_affect(path: Path, source: str, into: dict[str, _Labels]) -> None:
+    """Add the labels of one affect file to `into` (name → labels); a name seen before is an error."""
+    ids: dict[str, int] = {}
+    for line, row in read_table(path, AFFECT_COLUMNS):
+        where = f"{path}:{line}"
+        name = clip_name(row["name"])
+        if name in into:
+            raise AvemoError(f"{where}: duplicate clip {name!r}, already labelled at {into[name].where}")
+        if row["id"] in ids:
+            raise AvemoError(f"{where}: duplicate id {row['id']!r}, already used on line {ids[row['id']]}")
+        ids[row["id"]] = line
+        into[name] = _Labels(
+            source,
+            row["id"],
+            valence=label(row["valenceClass"], where, "valenceClass"),
+            arousal=label(row["arousalClass"], where, "arousalClass"),
+            where=where,
+        )
+
+
+def read_mapping(path: Path) -> list[tuple[str, str, str]]:
+    """(shot id, clip name, FILE:LINE) of a shots-*-nl.txt file; duplicates are errors."""
+    out, shots, names = [], {}, {}
+    for line, fields in rows(path, sep=None):
+        where = f"{path}:{line}"
+        if len(fields) != 2:
+            raise AvemoError(f"{where}: {len(fields)} fields, expected 2 (shot id, clip file name)")
+        shot, name = shot_id(fields[0]), clip_name(fields[1])
+        for key, seen, what in ((shot, shots, "shot id"), (name, names, "clip")):
+            if key in seen:
+                raise AvemoError(f"{where}: duplicate {what} {key!r}, first on line {seen[key]}")
+            seen[key] = line
+        out.append((shot, name, where))
+    if not out:
+        raise AvemoError(f"{path}: empty split (no clips listed)")
+    return out
+
+
+def read_sets(path: Path) -> list[tuple[str, str, str]]:
+    """(clip name, set value, FILE:LINE) of an ACCEDEsets / MEDIAEVALsets file."""
+    out, names = [], {}
+    for line, row in read_table(path, SETS_COLUMNS):
+        where = f"{path}:{line}"
+        name = clip_name(row["name"])
+        if name in names:
+            raise AvemoError(f"{where}: duplicate clip {name!r}, first on line {names[name]}")
+        names[name] = line
+        if row["set"] not in SET_SPLITS:
+            raise AvemoError(f"{where}: set must be 1 (learning), 2 (validation) or 0 (test), got {row['set']!r}")
+        out.append((name, row["set"], where))
+    return out
+
+
+def read_movies(path: Path) -> dict[str, str]:
+    """Clip name → movie from a description XML (`<media><name>…</name><movie>…</movie></media>`)."""
+    try:
+        tree = ET.parse(path)
+    except ET.ParseError as e:
+        raise AvemoError(f"{path}:{e.position[0]}: not well-formed XML ({e})") from None
+    movies = {}
+    for n, media in enumerate(tree.getroot().iter("media"), start=1):
+        name, movie = media.findtext("name"), media.findtext("movie")
+        if not name or not name.strip():
+            raise AvemoError(f"{path}: <media> number {n} has no <name>")
+        if movie and movie.strip():
+            movies[clip_name(name)] = movie.strip()
+    return movies
+
+
+def load_mediaeval(root: str | Path) -> Dataset:
+    """Read the release under `root` and check it; see the module docstring for the files and rules."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AvemoError(f"{root}: not a folder; --root is the folder the MediaEval 2015 zips were unpacked into")
+    notes: list[str] = []
+    labels: dict[str, _Labels] = {}
+    for source in SOURCES:
+        path = find(root, f"{source}affect.txt")
+        if path:
+            read_affect(path, source, labels)
+        else:
+            notes.append(f"no {source}affect.txt: no {source} clips")
+    if not labels:
+        raise AvemoError(f"{root}: no ACCEDEaffect.txt or MEDIAEVALaffect.txt in it, its annotations/ or a folder below")
+
+    # name → (split, meta, FILE:LINE where the split was given)
+    assigned: dict[str, tuple[str, dict[str, str], str]] = {}
+    mapping = {split: find(root, name) for split, name in MAPPING_FILES.items()}
+    if all(mapping.values()):
+        notes.insert(0, f"split: official MediaEval 2015 ({mapping['train'].name} → train, {mapping['test'].name} → test)")
+        for split, path in mapping.items():
+            for shot, name, where in read_mapping(path):
+                _assign(assigned, labels, name, split, {"shot": shot}, where)
+        left = len(labels) - len(assigned)
+        if left:
+            notes.append(f"{left} labelled clips are in neither mapping file and are left out")
+    elif any(mapping.values()):
+        have = next(p for p in mapping.values() if p)
+        lacking = next(n for s, n in MAPPING_FILES.items() if not mapping[s])
+        raise AvemoError(f"{have}: found, but {lacking} is missing; the official split needs both mapping files")
+    else:
+        notes.insert(
+            0,
+            "split: no shots-devset-nl.txt / shots-testset-nl.txt, so the LIRIS-ACCEDE sets files are used "
+            "(set 1 learning + 2 validation → train, 0 → test); this is not the official MediaEval 2015 6,144 / 4,756 split",
+        )
+        for source in sorted({lab.source for lab in labels.values()}):
+            path = find(root, f"{source}sets.txt")
+            if path is None:
+                raise AvemoError(
+                    f"{root}: no {source}sets.txt and no shots-devset-nl.txt / shots-testset-nl.txt: the split of the "
+                    f"{source} clips is unknown"
+                )
+            for name, value, where in read_sets(path):
+                split, set_name = SET_SPLITS[value]
+                _assign(assigned, labels, name, split, {"set": set_name}, where)
+            unsplit = next((lab for n, lab in labels.items() if lab.source == source and n not in assigned), None)
+            if unsplit:
+                name = next(n for n, lab in labels.items() if lab is unsplit)
+                raise AvemoError(f"{unsplit.where}: clip {name!r} is not in {path}; every labelled clip needs a set")
+
+    movies: dict[str, str] = {}
+    for source in sorted({lab.source for lab in labels.values()}):
+        path = find(root, f"{source}description.xml")
+        if path:
+            movies.update(read_movies(path))
+        else:
+            notes.append(f"no {source}description.xml: {source} clips have no movie")
+
+    videos = video_index(root)
+    clips, listed_at = [], {}
+    for name, (split, meta, where) in assigned.items():
+        lab = labels[name]
+        path = videos.get(name, root / "data" / name)
+        meta = {"source": lab.source, "id": lab.id, **meta}
+        if name in movies:
+            meta["movie"] = movies[name]
+        listed_at[path.relative_to(root).as_posix()] = where
+        clips.append(
+            Clip(
+                clip_id=path.relative_to(root).as_posix(),
+                path=path.resolve(),
+                arousal=lab.arousal,
+                valence=lab.valence,
+                split=split,
+                meta=meta,
+            )
+        )
+    return Dataset(str(root), clips, notes, listed_at=listed_at)
+
+
+def _assign(assigned: dict, labels: dict[str, _Labels], name: str, split: str, meta: dict[str, str], where: str) -> None:
+    if name not in labels:
+        raise AvemoError(f"{where}: clip {name!r} has no labels in ACCEDEaffect.txt / MEDIAEVALaffect.txt")
+    if name in assigned:
+        other_split, _, other = assigned[name]
+        if other_split != split:
+            raise AvemoError(f"{where}: clip {name!r} is listed in both splits ({other_split} at {other}, {split} here)")
+        raise AvemoError(f"{where}: duplicate clip {name!r}, first at {other}")
+    assigned[name] = (split, meta, where)
