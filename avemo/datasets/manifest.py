@@ -8,6 +8,7 @@ CSV, so two `clip.mp4` in different folders never collide.
 from __future__ import annotations
 
 import csv
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,21 +52,26 @@ def read_manifest(csv_path: str | Path) -> list[Clip]:
         header = [c.strip() for c in (reader.fieldnames or [])]
         missing = [c for c in REQUIRED_COLUMNS if c not in header]
         if missing:
-            raise AvemoError(f"{csv_path}:1: missing column(s) {', '.join(missing)}; need {','.join(REQUIRED_COLUMNS)}")
+            raise AvemoError(
+                f"{csv_path}:1: missing column(s) {', '.join(missing)}{_misspelt(missing, header)}; "
+                f"need {','.join(REQUIRED_COLUMNS)}"
+            )
         clips: list[Clip] = []
-        seen: dict[str, int] = {}
+        seen: dict[str, tuple[int, str]] = {}
         for line, row in enumerate(reader, start=2):
             row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
             where = f"{csv_path}:{line}"
             rel = row["path"].replace("\\", "/")
             if not rel:
                 raise AvemoError(f"{where}: empty path")
-            if rel in seen:
-                raise AvemoError(f"{where}: clip {rel!r} already listed on line {seen[rel]}")
-            seen[rel] = line
             split = row["split"].lower()
             if split not in SPLITS:
                 raise AvemoError(f"{where}: split must be 'train' or 'test', got {row['split']!r}")
+            if rel in seen:
+                first, first_split = seen[rel]
+                both = f" (listed in both splits: {first_split} there, {split} here)" if first_split != split else ""
+                raise AvemoError(f"{where}: clip {rel!r} already listed on line {first}{both}")
+            seen[rel] = (line, split)
             clips.append(
                 Clip(
                     clip_id=rel,
@@ -79,6 +85,29 @@ def read_manifest(csv_path: str | Path) -> list[Clip]:
     if not clips:
         raise AvemoError(f"{csv_path}: no clips listed")
     return clips
+
+
+def _misspelt(missing: list[str], header: list[str]) -> str:
+    """' (unknown column 'valance': misspelt 'valence'?)' when a header column is close to a missing one."""
+    for column in missing:
+        close = difflib.get_close_matches(column, [h for h in header if h not in REQUIRED_COLUMNS], n=1, cutoff=0.6)
+        if close:
+            return f" (unknown column {close[0]!r}: misspelt {column!r}?)"
+    return ""
+
+
+def check_splits(clips: list[Clip], source: str | Path) -> None:
+    """Refuse a dataset with an empty train or test split (nothing to learn from, or nothing to score)."""
+    for split in SPLITS:
+        if not any(c.split == split for c in clips):
+            raise AvemoError(f"{source}: empty split: no clip is in the {split} split; both train and test need clips")
+
+
+def check_column(clips: list[Clip], column: str, source: str | Path) -> None:
+    """Refuse a metadata column (e.g. a --group column) that no clip has, naming the columns there are."""
+    if not any(column in c.meta for c in clips):
+        have = sorted({k for c in clips for k in c.meta})
+        raise AvemoError(f"{source}: unknown column {column!r}; the metadata columns are: {', '.join(have) or 'none'}")
 
 
 def check_files(clips: list[Clip], manifest: str | Path) -> None:
