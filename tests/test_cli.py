@@ -50,9 +50,10 @@ def test_extract_train_evaluate_on_the_sample_corpus(tmp_path, sample_corpus):
 )
 def test_user_errors_are_one_line_without_traceback(tmp_path, args, message):
     (tmp_path / "bad.csv").write_text("path,arousal,valence,split\nx.mp4,2,0,train\n")
-    (tmp_path / "ok.csv").write_text("path,arousal,valence,split\nx.mp4,1,0,train\n")
+    (tmp_path / "ok.csv").write_text("path,arousal,valence,split\nx.mp4,1,0,train\ny.mp4,0,0,test\n")
     if "--weights" in args:
         (tmp_path / "x.mp4").write_bytes(b"")
+        (tmp_path / "y.mp4").write_bytes(b"")
     result = run(*[a.format(tmp=tmp_path) for a in args])
     assert result.exit_code != 0 and message in result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)  # click's clean exit
