@@ -8,11 +8,12 @@ from avemo.extract.keyframe import key_frame, rgb_histograms
 from helpers import make_clip
 
 
-def test_histograms_match_numpy_per_channel():
+@pytest.mark.parametrize("bins", [8, 32, 64, 256])
+def test_histograms_match_numpy_per_channel(bins):
     frames = np.random.default_rng(0).integers(0, 256, size=(4, 9, 7, 3), dtype=np.uint8)
-    hists = rgb_histograms(frames, bins=16)
+    hists = rgb_histograms(frames, bins=bins)
     for i in range(4):
-        expected = [np.histogram(frames[i, ..., c], bins=16, range=(0, 256))[0] / 63 for c in range(3)]
+        expected = [np.histogram(frames[i, ..., c], bins=bins, range=(0, 256))[0] / 63 for c in range(3)]
         np.testing.assert_allclose(hists[i], np.concatenate(expected))
 
 
