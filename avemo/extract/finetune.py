@@ -1,0 +1,282 @@
+"""Per-modality AlexNet fine-tuning on the train split (paper: "the method of AlexNet finetune to extract the fc7 layer").
+
+The paper replaces AlexNet's last layer and fine-tunes on the new task with back-propagation, once for key
+frames and once for spectrograms; it gives no hyper-parameters. Ours: fc8 becomes a 3-way layer (arousal
+calm / neutral / active), every second of a **train** clip is one example labelled with its clip's class
+(test clips are never read while tuning), SGD with AlexNet's own momentum 0.9 and weight decay 5e-4.
+
+Modes (`--finetune`):
+- `fc` (default): tune fc6, fc7 and the new fc8 (with AlexNet's dropout) on pool5 activations computed once
+  per image and kept in `CACHE/pool5/`. The convolutions are >90% of AlexNet's cost, so an epoch is many
+  times cheaper than a full one, and a rerun with other tuning settings skips the convolutions altogether.
+- `all`: tune every layer from the cached images (a full forward and backward per image and epoch).
+- `none`: no tuning; fc7 of the given weights as they are.
+
+Defaults (our choice, CPU-friendly): 2 epochs, lr 0.001 (Caffe's usual fine-tuning rate), batch 128 (on
+CPU a step has a fixed cost of about 0.3 s, reading and updating fc6's 38 M weights, so larger batches
+tune more seconds per minute; ~1000 train seconds take ~10 s per modality on 2 cores). Audio
+tuning skips clips without an audio stream: their spectrograms are blank and carry no label information.
+Tuned models are saved as plain state dicts in `CACHE/models/{visual,audio}.pt` (loadable with
+`build_alexnet(PATH)`), described by `CACHE/models/manifest.json`; a rerun with the same settings and train
+split reuses them.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from avemo.cache import ShardStore
+from avemo.cache.images import read_images
+from avemo.cache.store import read_shard_index
+from avemo.datasets.labels import to_index
+from avemo.errors import AvemoError
+from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, pool5_features, weights_sha256
+
+MODES = ("fc", "all", "none")
+MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # feature name → media dataset
+N_CLASSES = 3  # arousal: calm, neutral, active (MediaEval 2015)
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    mode: str = "fc"  # fc | all | none (see module docstring)
+    epochs: int = 2
+    lr: float = 0.001
+    batch_size: int = 128
+    momentum: float = 0.9  # AlexNet's (Krizhevsky et al., 2012)
+    weight_decay: float = 5e-4  # AlexNet's
+    seed: int = 0  # fc8 init, shuffling, dropout
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise AvemoError(f"--finetune {self.mode}: must be one of {', '.join(MODES)}")
+
+    def record(self) -> dict:
+        """What the features depend on: with `none`, the tuning options do not matter."""
+        return {"mode": "none"} if self.mode == "none" else asdict(self)
+
+
+def read_media_images(path: Path, name: str, rows: list[int] | np.ndarray | None = None) -> np.ndarray:
+    """uint8 images of one media shard (`key_frames` or `spectrograms`), all or the given increasing rows."""
+    with h5py.File(path, "r") as f:
+        return read_images(f, name, None if rows is None else np.asarray(rows))
+
+
+def train_rows(index: dict[str, np.ndarray], modality: str) -> tuple[np.ndarray, np.ndarray]:
+    """Rows (seconds) of one shard that tune `modality`, and their class indices (frame label = clip label)."""
+    keep = index["split"] == "train"
+    if modality == "audio":
+        keep &= index["has_audio"] == 1
+    rows, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    for i in np.flatnonzero(keep):
+        start, n = int(index["offset"][i]), int(index["n_seconds"][i])
+        rows.append(np.arange(start, start + n))
+        labels.append(np.full(n, to_index(index["arousal"][i])))
+    return np.concatenate(rows), np.concatenate(labels)
+
+
+def train_split_record(media: ShardStore) -> dict:
+    """Identity of the train split in the media cache: tuned weights (and so all features) depend on it."""
+    index = media.read_index()
+    train = sorted(
+        (str(c), int(a), int(n), int(h))
+        for c, a, n, h, s in zip(index["clip_id"], index["arousal"], index["n_seconds"], index["has_audio"], index["split"])
+        if s == "train"
+    )
+    digest = hashlib.sha256(json.dumps(train).encode()).hexdigest()
+    return {"clips": len(train), "seconds": sum(t[2] for t in train), "sha256": digest}
+
+
+# -- pool5 ------------------------------------------------------------------------------------------
+def export_pool5(media: ShardStore, pool5: ShardStore, alexnet: torch.nn.Module, batch_size: int, device: str) -> None:
+    """pool5 of every image, once: one pool5 shard per media shard, resumable like the other stores."""
+    pool5.remove_partial_shards()
+    done = pool5.completed_clips()
+    model = Fc7(alexnet).to(device, memory_format=torch.channels_last)
+    pending = [(e, p) for e, p in zip(media.manifest["shards"], media.shard_paths()) if not set(e["clips"]) <= done]
+    started, n_seconds = time.perf_counter(), 0
+    with tqdm(total=sum(len(e["clips"]) for e, _ in pending), desc="pool5", unit="clip") as bar:
+        for entry, path in pending:
+            with h5py.File(path, "r") as f:
+                index = read_shard_index(f)
+            out = {m: pool5_features(model, read_media_images(path, name), batch_size, device) for m, name in MODALITIES.items()}
+            pool5.add_shard(index, out)
+            n_seconds += entry["n_seconds"]
+            bar.update(len(entry["clips"]))
+    print(
+        f"pool5: {sum(len(e['clips']) for e, _ in pending)} clips done, {len(done)} already cached; "
+        f"{n_seconds} s of video in {time.perf_counter() - started:.1f} s"
+    )
+
+
+def pool5_shard_for(pool5: ShardStore, clips: list[str]) -> Path:
+    """The pool5 shard made from the media shard holding exactly `clips`."""
+    for entry, path in zip(pool5.manifest["shards"], pool5.shard_paths()):
+        if entry["clips"] == clips:
+            return path
+    raise AvemoError(f"{pool5.folder}: no pool5 shard for clips {clips[0]}…; delete {pool5.folder} and run again")
+
+
+# -- tuning -----------------------------------------------------------------------------------------
+class _Classifier(torch.nn.Module):
+    """What is tuned: [convolutions →] fc6 → fc7 → 3-way fc8, AlexNet's dropout included."""
+
+    def __init__(self, alexnet: torch.nn.Module, from_images: bool):
+        super().__init__()
+        self.fc7, self.fc8, self.from_images = Fc7(alexnet), alexnet.classifier[6], from_images
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc8(self.fc7.fc6_fc7(self.fc7.pool5(x) if self.from_images else x.float()))
+
+
+def fit(
+    net: torch.nn.Module,
+    params: list[torch.nn.Parameter],
+    inputs: Callable[[np.ndarray], torch.Tensor],
+    labels: np.ndarray,
+    settings: FinetuneSettings,
+    desc: str,
+    device: str,
+) -> dict:
+    """SGD with minibatches and cross-entropy over `len(labels)` examples; `inputs(positions)` gives a batch."""
+    if not len(labels):
+        raise AvemoError(f"fine-tune {desc}: no train seconds in the cache (need clips with split=train)")
+    # fused: one pass over fc6's 38 M weights per step instead of three (the update rivals the matmuls on CPU)
+    optimizer = torch.optim.SGD(
+        params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay, fused=True
+    )
+    order = torch.Generator().manual_seed(settings.seed)
+    targets = torch.from_numpy(labels).to(device)
+    net.train()
+    started, losses = time.perf_counter(), []
+    for epoch in range(settings.epochs):
+        total, correct, seen = 0.0, 0, 0
+        batches = torch.randperm(len(labels), generator=order).split(settings.batch_size)
+        with tqdm(batches, desc=f"fine-tune {desc} {epoch + 1}/{settings.epochs}", unit="batch", leave=False) as bar:
+            for positions in bar:
+                positions = np.sort(positions.numpy())  # increasing rows read faster from HDF5
+                logits = net(inputs(positions))
+                loss = torch.nn.functional.cross_entropy(logits, targets[positions])
+                optimizer.zero_grad(set_to_none=False)  # reuse the gradient buffers: no 150 MB allocation per step
+                loss.backward()
+                optimizer.step()
+                total += loss.item() * len(positions)
+                correct += int((logits.argmax(1) == targets[positions]).sum())
+                seen += len(positions)
+                bar.set_postfix(loss=f"{total / seen:.4f}")
+        losses.append(total / seen)
+    net.eval()
+    return {
+        "epochs": settings.epochs,
+        "train_seconds": len(labels),
+        "loss": [round(x, 6) for x in losses],
+        "train_accuracy": round(correct / seen, 6),  # last epoch, with dropout
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def finetune(
+    base: torch.nn.Module,
+    modality: str,
+    media: ShardStore,
+    pool5: ShardStore | None,
+    settings: FinetuneSettings,
+    device: str,
+) -> tuple[torch.nn.Module, dict]:
+    """A copy of `base` with a 3-way fc8, tuned on the train seconds of one modality (see module docstring)."""
+    with torch.random.fork_rng(devices=[]):  # fc8 init and dropout from the seed; the caller's RNG untouched
+        torch.manual_seed(settings.seed)
+        alexnet = copy.deepcopy(base)
+        alexnet.classifier[6] = torch.nn.Linear(FC7_DIM, N_CLASSES)
+        alexnet.to(device, memory_format=torch.channels_last)
+        if settings.mode == "fc":
+            pool5_rows, labels = [], []
+            for entry in media.manifest["shards"]:
+                with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
+                    rows, shard_labels = train_rows(read_shard_index(f), modality)
+                    if len(rows):
+                        pool5_rows.append(f[modality][()][rows])  # whole shard, then rows: faster than h5py fancy indexing
+                labels.append(shard_labels)
+            x = torch.from_numpy(np.concatenate(pool5_rows) if pool5_rows else np.zeros((0, 1), np.float16))
+            net, params = _Classifier(alexnet, from_images=False), list(alexnet.classifier.parameters())
+            stats = fit(net, params, lambda p: x[p].to(device), np.concatenate(labels), settings, modality, device)
+        else:
+            where, labels = [], []  # (media shard path, row) of every train second
+            for path in media.shard_paths():
+                with h5py.File(path, "r") as f:
+                    rows, shard_labels = train_rows(read_shard_index(f), modality)
+                where += [(path, r) for r in rows]
+                labels.append(shard_labels)
+
+            def images(positions: np.ndarray) -> torch.Tensor:
+                picked = [where[p] for p in positions]
+                parts = [
+                    read_media_images(path, MODALITIES[modality], [r for q, r in picked if q == path])
+                    for path in dict.fromkeys(q for q, _ in picked)
+                ]
+                return torch.from_numpy(np.concatenate(parts)).to(device)
+
+            net = _Classifier(alexnet, from_images=True)
+            stats = fit(net, list(alexnet.parameters()), images, np.concatenate(labels), settings, modality, device)
+    return alexnet.cpu().eval(), stats
+
+
+def tuned_models(
+    cache: Path,
+    media: ShardStore,
+    pool5: ShardStore | None,
+    base: torch.nn.Module,
+    record: dict,
+    settings: FinetuneSettings,
+    device: str,
+) -> dict[str, tuple[torch.nn.Module, str]]:
+    """Per modality, the tuned AlexNet and its weights sha256: reused from CACHE/models when it was tuned with
+    the same `record` (settings and train split), else tuned now and saved there."""
+    folder = cache / "models"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = json.loads(json.dumps(record))
+    manifest_path = folder / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    if manifest.get("settings") != record:
+        manifest = {"schema_version": 1, "kind": "models", "settings": record, "models": {}}
+    out = {}
+    for modality in MODALITIES:
+        path, known = folder / f"{modality}.pt", manifest["models"].get(modality)
+        if known and path.is_file():
+            model = build_alexnet(str(path))
+            if weights_sha256(model) == known["sha256"]:
+                print(f"fine-tune {modality}: reusing {path} (same settings and train split)")
+                out[modality] = (model, known["sha256"])
+                continue
+        model, stats = finetune(base, modality, media, pool5, settings, device)
+        sha = weights_sha256(model)
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+        manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
+        _write_json(manifest_path, manifest)
+        print(
+            f"fine-tune {modality}: {stats['epochs']} epochs on {stats['train_seconds']} train seconds, "
+            f"final train loss {stats['loss'][-1]:.4f}, train accuracy {100 * stats['train_accuracy']:.1f}%, "
+            f"{stats['seconds']:.1f} s → {path}"
+        )
+        out[modality] = (model, sha)
+    return out
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
