@@ -109,16 +109,25 @@ def test_loss_decreases(tuned):
         assert len(loss) == 3 and loss[-1] < loss[0], loss
 
 
-def test_a_rerun_reuses_everything_and_other_settings_are_refused(videos, tuned, tmp_path, capsys):
+def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tuned, tmp_path, capsys):
     cache = tmp_path / "cache"
     shutil.copytree(tuned, cache)
     before = {p: p.stat().st_mtime_ns for p in cache.rglob("*") if p.is_file() and p.suffix in (".h5", ".pt")}
     capsys.readouterr()
     extract(manifest(videos, "a.csv"), cache, TINY)
     out = capsys.readouterr().out
-    assert "fine-tune visual: reusing" in out and "fine-tune audio: reusing" in out
-    assert "pool5: 0 clips done, 6 already cached" in out and "fc7: 0 clips done, 6 already cached" in out
+    assert "fine-tune: skipped" in out and "fc7: 0 clips done, 6 already cached" in out
     assert {p: p.stat().st_mtime_ns for p in before} == before
+
+    # as if killed after tuning, before the features: the saved models and pool5 are reused
+    shutil.rmtree(cache / "features")
+    extract(manifest(videos, "a.csv"), cache, TINY)
+    out = capsys.readouterr().out
+    assert "fine-tune visual: reusing" in out and "fine-tune audio: reusing" in out
+    assert "pool5: 0 clips done, 6 already cached" in out and "fc7: 6 clips done, 0 already cached" in out
+    for modality in ("visual", "audio"):
+        again = ShardStore(cache / "features", "features").read_seconds(modality)
+        assert np.array_equal(again, ShardStore(tuned / "features", "features").read_seconds(modality))
 
     with pytest.raises(AvemoError, match="made with finetune epochs=3, not 5; .*delete"):
         extract(
