@@ -19,6 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from avemo.cache.images import ImageBlock, read_images, write_block
 from avemo.errors import AvemoError
 
 SCHEMA_VERSION = 1
@@ -86,9 +87,12 @@ class ShardStore:
             leftover.unlink()
 
     def add_shard(
-        self, index: dict[str, np.ndarray], seconds: dict[str, np.ndarray], compression: dict[str, str] | None = None
+        self,
+        index: dict[str, np.ndarray],
+        seconds: dict[str, np.ndarray | ImageBlock],
+        compression: dict[str, str] | None = None,
     ) -> None:
-        """Write one shard (index arrays per clip, per-second arrays) and list it in the manifest."""
+        """Write one shard (index arrays per clip; per-second arrays or image blocks) and list it in the manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"shard-{len(self.manifest['shards']):05d}.h5"
         final, tmp = self.folder / name, self.folder / (name + ".tmp")
@@ -104,6 +108,9 @@ class ShardStore:
                 else:
                     f.create_dataset(f"index/{key}", data=values)
             for key, values in seconds.items():
+                if isinstance(values, ImageBlock):
+                    write_block(f, key, values)
+                    continue
                 codec = compression.get(key)
                 chunks = (1, *values.shape[1:]) if codec else None
                 f.create_dataset(key, data=values, compression=codec, chunks=chunks if len(values) else None)
@@ -146,19 +153,26 @@ class ShardStore:
         return {key: np.concatenate(values) for key, values in parts.items()}
 
     def read_seconds(self, name: str) -> np.ndarray:
-        """One per-second array over all shards, read straight into one preallocated array."""
+        """One per-second array over all shards (images decoded), read into one preallocated array."""
         paths = self.shard_paths()
         shapes = []
         for path in paths:
             with h5py.File(path, "r") as f:
-                shapes.append((f[name].shape, f[name].dtype))
+                dataset = f[name]
+                if "image_shape" in dataset.attrs:
+                    shapes.append(((len(dataset), *dataset.attrs["image_shape"]), np.dtype(np.uint8)))
+                else:
+                    shapes.append((dataset.shape, dataset.dtype))
         total = sum(shape[0] for shape, _ in shapes)
         out = np.empty((total, *shapes[0][0][1:]), dtype=shapes[0][1])
         start = 0
         for path, (shape, _) in zip(paths, shapes):
             if shape[0]:
                 with h5py.File(path, "r") as f:
-                    f[name].read_direct(out, dest_sel=np.s_[start : start + shape[0]])
+                    if f[name].attrs.get("codec", "raw") != "raw":
+                        out[start : start + shape[0]] = read_images(f, name)
+                    else:
+                        f[name].read_direct(out, dest_sel=np.s_[start : start + shape[0]])
             start += shape[0]
         return out
 
