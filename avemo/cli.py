@@ -38,8 +38,27 @@ def sample(out: Path, clips: int, seed: int) -> None:
     click.echo(f"sample: {clips} clips, manifest {manifest}")
 
 
+def _dataset_options(command):
+    """The ways to name a dataset (docs/datasets.md): --manifest, --dataset mediaeval --root, or --list."""
+    options = [
+        click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), help="CSV manifest."),
+        click.option(
+            "--dataset", type=click.Choice(["csv", "mediaeval"]), help="mediaeval: the MediaEval 2015 release in --root."
+        ),
+        click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder of the MediaEval 2015 release."),
+        click.option("--list", "lists", multiple=True, help="List file (SHOT_id valence arousal); train=FILE / test=FILE."),
+        click.option("--videos", type=click.Path(file_okay=False, path_type=Path), help="With --list: folder of <id>.mp4."),
+        click.option(
+            "--map", "maps", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="With --list: id→file map."
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
 @main.command()
-@click.option("--manifest", required=True, type=click.Path(dir_okay=False, path_type=Path), help="CSV manifest.")
+@_dataset_options
 @click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache directory.")
 @click.option("--weights", default="none", show_default=True, help="AlexNet weights: imagenet | none | PATH to a state dict.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random init for --weights none.")
@@ -58,18 +77,57 @@ def sample(out: Path, clips: int, seed: int) -> None:
     help="Audio sample rate (Hz) of the spectrograms.",
 )
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-def extract(manifest: Path, cache: Path, weights: str, seed: int, hist_bins: str, sample_rate: int, batch_size: int) -> None:
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decoding processes (0: one per CPU).")
+@click.option(
+    "--image-codec",
+    default="jpeg",
+    show_default=True,
+    type=click.Choice(["jpeg", "png", "raw"]),
+    help="How the media cache stores key frames and spectrograms (png and raw are lossless).",
+)
+@click.option(
+    "--finetune",
+    default="fc",
+    show_default=True,
+    type=click.Choice(["fc", "all", "none"]),
+    help="Fine-tune AlexNet per modality on the train split: fc = fc6-fc8 on cached pool5, all = every layer, none = as given.",
+)
+@click.option("--finetune-epochs", default=2, show_default=True, type=click.IntRange(min=1))
+@click.option("--finetune-lr", default=0.001, show_default=True, type=click.FloatRange(min=0, min_open=True))
+@click.option("--finetune-batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+def extract(
+    cache: Path,
+    weights: str,
+    seed: int,
+    hist_bins: str,
+    sample_rate: int,
+    batch_size: int,
+    workers: int,
+    image_codec: str,
+    finetune: str,
+    finetune_epochs: int,
+    finetune_lr: float,
+    finetune_batch_size: int,
+    **dataset_options,
+) -> None:
     """Decode each clip once (key frames, spectrograms) and export AlexNet fc7 features into CACHE."""
-    from avemo.datasets.manifest import check_files, read_manifest
+    from avemo.datasets.load import check_ready, load_dataset
+
+    dataset = load_dataset(**dataset_options)
+    check_ready(dataset)  # every file present, both splits non-empty: refuse now (before importing torch), not hours later
+    clips = dataset.clips
+
     from avemo.extract.decode import DecodeSettings
+    from avemo.extract.finetune import FinetuneSettings
     from avemo.extract.pipeline import ExtractSettings
     from avemo.extract.pipeline import extract as run_extract
     from avemo.extract.spectrogram import SpectrogramSettings
 
-    clips = read_manifest(manifest)
-    check_files(clips, manifest)
-    decode = DecodeSettings(hist_bins=int(hist_bins), spectrogram=SpectrogramSettings(sample_rate=sample_rate))
-    run_extract(clips, cache, ExtractSettings(decode=decode, weights=weights, seed=seed, batch_size=batch_size))
+    spectrogram = SpectrogramSettings(sample_rate=sample_rate)
+    decode = DecodeSettings(hist_bins=int(hist_bins), spectrogram=spectrogram, image_codec=image_codec)
+    tuning = FinetuneSettings(mode=finetune, epochs=finetune_epochs, lr=finetune_lr, batch_size=finetune_batch_size)
+    settings = ExtractSettings(decode=decode, weights=weights, seed=seed, batch_size=batch_size, workers=workers, finetune=tuning)
+    run_extract(clips, cache, settings)
 
 
 @main.command()
@@ -107,3 +165,50 @@ def evaluate(run_dir: Path) -> None:
     from avemo.evaluate.report import evaluate as run_evaluate
 
     run_evaluate(run_dir)
+
+
+@main.group()
+def datasets() -> None:
+    """Inspect datasets (docs/datasets.md)."""
+
+
+@datasets.command()
+@_dataset_options
+@click.option("--group", help="Metadata column that groups clips, e.g. a CSV column [default: movie, when present].")
+def summary(group: str | None, **dataset_options) -> None:
+    """Clips per split, class counts and proportions, majority-class accuracy, missing files."""
+    from avemo.datasets.load import load_dataset
+    from avemo.datasets.summary import summarize
+
+    click.echo(summarize(load_dataset(**dataset_options, group=group), group=group or "movie"))
+
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that report speed as ratios measured in one run."""
+
+
+@bench.command("extract")
+@click.option("--clips", default=40, show_default=True, type=click.IntRange(min=2), help="Sample clips to make and use.")
+@click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), help="Use these clips instead of sample ones.")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decoding processes (0: one per CPU).")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+@click.option("--image-codec", default="jpeg", show_default=True, type=click.Choice(["jpeg", "png", "raw"]))
+def bench_extract(clips: int, manifest: Path | None, workers: int, batch_size: int, image_codec: str) -> None:
+    """Time decode only (a), AlexNet forward only (b) and the full extraction (c); print `ratio: (c)/((a)+(b))`."""
+    import tempfile
+
+    from avemo.datasets.manifest import check_files, read_manifest
+    from avemo.extract.bench import bench_extract as run_bench
+    from avemo.extract.decode import DecodeSettings
+    from avemo.extract.pipeline import ExtractSettings
+
+    settings = ExtractSettings(decode=DecodeSettings(image_codec=image_codec), workers=workers, batch_size=batch_size)
+    with tempfile.TemporaryDirectory() as tmp:
+        if manifest is None:
+            from avemo.datasets.sample import write_sample
+
+            manifest = write_sample(Path(tmp) / "sample", clips=clips, seed=0, workers=workers or None)
+        listed = read_manifest(manifest)
+        check_files(listed, manifest)
+        run_bench(listed, settings)

@@ -1,6 +1,7 @@
 import csv
 import hashlib
 import json
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -12,11 +13,13 @@ from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.decode import DecodeSettings
+from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 
 from helpers import make_clip
 
-SMALL = ExtractSettings(clips_per_shard=2, batch_size=8)
+# fc7 of the given weights (no fine-tuning: tests/test_finetune.py), so clips can be added to a cache later
+SMALL = ExtractSettings(clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
 
 
 @pytest.fixture
@@ -83,6 +86,31 @@ def test_extract_writes_shards_logs_bad_clips_and_resumes(tmp_path, corpus, caps
     assert {p.name: p.stat().st_mtime_ns for p in cache.rglob("*.h5")} == before
 
 
+def test_parallel_decoding_gives_the_same_cache_as_one_process(tmp_path, corpus):
+    extract(corpus, tmp_path / "one", SMALL)
+    extract(corpus, tmp_path / "two", replace(SMALL, workers=2))
+    for kind in ("media", "features"):
+        one, two = ShardStore(tmp_path / "one" / kind, kind), ShardStore(tmp_path / "two" / kind, kind)
+        assert [s["clips"] for s in one.manifest["shards"]] == [s["clips"] for s in two.manifest["shards"]]
+        for name in ("key_frames", "spectrograms", "key_frame_index") if kind == "media" else ("visual", "audio"):
+            np.testing.assert_array_equal(one.read_seconds(name), two.read_seconds(name))
+    assert (tmp_path / "one" / "errors.csv").read_text() == (tmp_path / "two" / "errors.csv").read_text()
+
+
+def test_image_codecs_round_trip(tmp_path, corpus):
+    extract(corpus[:1], tmp_path / "raw", replace(SMALL, decode=DecodeSettings(image_codec="raw")))
+    extract(corpus[:1], tmp_path / "png", replace(SMALL, decode=DecodeSettings(image_codec="png")))
+    extract(corpus[:1], tmp_path / "jpeg", SMALL)
+    for name in ("key_frames", "spectrograms"):
+        raw = ShardStore(tmp_path / "raw" / "media", "media").read_seconds(name)
+        png = ShardStore(tmp_path / "png" / "media", "media").read_seconds(name)
+        jpeg = ShardStore(tmp_path / "jpeg" / "media", "media").read_seconds(name)
+        np.testing.assert_array_equal(raw, png)  # lossless
+        assert jpeg.shape == raw.shape and np.abs(jpeg.astype(int) - raw).mean() < 6  # close
+    sizes = {c: sum(p.stat().st_size for p in (tmp_path / c / "media").glob("*.h5")) for c in ("raw", "png", "jpeg")}
+    assert sizes["jpeg"] < sizes["png"] < sizes["raw"]
+
+
 def test_a_killed_run_resumes_from_completed_shards(tmp_path, corpus, capsys):
     cache = tmp_path / "cache"
     extract(corpus[:3], cache, SMALL)  # as if killed after the first media and feature shard
@@ -101,11 +129,11 @@ def test_a_killed_run_resumes_from_completed_shards(tmp_path, corpus, capsys):
 def test_other_settings_on_the_same_cache_are_refused(tmp_path, corpus):
     cache = tmp_path / "cache"
     extract(corpus[:1], cache, SMALL)
-    other = ExtractSettings(decode=DecodeSettings(hist_bins=16), clips_per_shard=2)
+    other = replace(SMALL, decode=DecodeSettings(hist_bins=16))
     with pytest.raises(AvemoError, match="made with hist_bins=32, not 16"):
         extract(corpus, cache, other)
     with pytest.raises(AvemoError, match="made with seed=0, not 1"):
-        extract(corpus, cache, ExtractSettings(seed=1, clips_per_shard=2))
+        extract(corpus, cache, replace(SMALL, seed=1))
     assert ShardStore(cache / "media", "media").completed_clips() == {"v/a.mp4"}  # refused before decoding
 
 

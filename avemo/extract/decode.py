@@ -25,6 +25,8 @@ class DecodeSettings:
     hist_bins: int = 32  # per RGB channel; the paper does not say
     min_last_segment: float = 1.0  # keep a trailing partial second only if it lasts this long (1.0: drop it)
     spectrogram: SpectrogramSettings = SpectrogramSettings()
+    image_codec: str = "jpeg"  # how the media cache stores key frames and spectrograms: jpeg | png | raw
+    jpeg_quality: int = 90
 
 
 @dataclass

@@ -8,6 +8,7 @@ skipped, so a killed run picks up where it stopped.
 from __future__ import annotations
 
 import csv
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,10 +19,22 @@ import torch
 from tqdm import tqdm
 
 from avemo.cache import NO_LABEL, ShardStore, cache_lock
+from avemo.cache.images import concat_blocks
 from avemo.cache.store import read_shard_index
 from avemo.datasets.manifest import Clip
-from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
-from avemo.extract.decode import ClipError, ClipMedia, DecodeSettings, decode_clip
+from avemo.errors import AvemoError
+from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.decode import DecodeSettings
+from avemo.extract.finetune import (
+    MODALITIES,
+    FinetuneSettings,
+    export_pool5,
+    pool5_shard_for,
+    read_media_images,
+    train_split_record,
+    tuned_models,
+)
+from avemo.extract.workers import EncodedClip, decode_for_cache, in_order
 
 
 @dataclass(frozen=True)
@@ -31,44 +44,92 @@ class ExtractSettings:
     seed: int = 0  # for --weights none
     batch_size: int = 64
     clips_per_shard: int = 64
+    workers: int = 0  # decoding processes; 0: one per CPU
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)  # see extract.finetune
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = ExtractSettings()) -> None:
     cache = Path(cache)
     with cache_lock(cache):
-        # Check both stores' settings before any work, so a mismatch never costs a decoding pass.
+        # Check the stores' settings before any work, so a mismatch never costs a decoding pass.
         media = ShardStore(cache / "media", "media")
         media.check_settings(asdict(settings.decode))
         alexnet = build_alexnet(settings.weights, settings.seed)
+        base = {
+            "weights": settings.weights,
+            "weights_sha256": weights_sha256(alexnet),
+            "seed": settings.seed,
+            "media": media.settings,
+        }
         features = ShardStore(cache / "features", "features")
-        features.check_settings(
-            {
-                "weights": settings.weights,
-                "weights_sha256": weights_sha256(alexnet),
-                "seed": settings.seed,
-                "media": media.settings,
-            }
+        # finetune_train and tuned_sha256 are known only after decoding and tuning; checked then.
+        later = {k: features.settings[k] for k in ("finetune_train", "tuned_sha256") if k in features.settings}
+        _check_finetune(features, settings.finetune.record())
+        features.check_settings({**base, "finetune": settings.finetune.record(), **later})
+        pool5 = None
+        if settings.finetune.mode == "fc":
+            pool5 = ShardStore(cache / "pool5", "pool5")
+            pool5.check_settings(base)
+        extract_media(clips, media, cache / "errors.csv", settings.decode, settings.clips_per_shard, settings.workers)
+        models = {modality: alexnet for modality in MODALITIES}
+        if settings.finetune.mode != "none":
+            # Fine-tuning reads the train split only; the features then depend on it and on the tuned weights.
+            train = train_split_record(media)
+            _settle(features, "finetune_train", train)
+            if media.completed_clips() <= features.completed_clips():
+                print("fine-tune: skipped, the features of every cached clip are already exported")
+            else:
+                if pool5 is not None:
+                    export_pool5(media, pool5, alexnet, settings.batch_size, settings.device)
+                record = {**base, "finetune": settings.finetune.record(), "finetune_train": train}
+                tuned = tuned_models(cache, media, pool5, alexnet, record, settings.finetune, settings.device)
+                _settle(features, "tuned_sha256", {modality: sha for modality, (_, sha) in tuned.items()})
+                models = {modality: model for modality, (model, _) in tuned.items()}
+        export_features(media, features, models, settings, pool5)
+
+
+def _check_finetune(features: ShardStore, record: dict) -> None:
+    """Name the fine-tuning option that differs (the generic check would print the whole dict)."""
+    stored = features.settings.get("finetune")
+    if not features.manifest["shards"] or stored is None or stored == record:
+        return
+    for key in ["mode", *sorted((set(stored) | set(record)) - {"mode"})]:
+        if stored.get(key) != record.get(key):
+            raise AvemoError(
+                f"{features.folder}: existing features shards were made with finetune {key}={stored.get(key)!r}, "
+                f"not {record.get(key)!r}; use the same settings, another --cache, or delete {features.folder} "
+                "to tune again (decoded media and pool5 are reused)"
+            )
+
+
+def _settle(store: ShardStore, key: str, value: dict) -> None:
+    """Record a setting known only after some work; refuse when the store's shards were made with another."""
+    value = json.loads(json.dumps(value))
+    if store.manifest["shards"] and store.settings.get(key) != value:
+        raise AvemoError(
+            f"{store.folder}: existing {store.kind} shards were made with {key}={store.settings.get(key)!r}, "
+            f"not {value!r}; use the same clips and settings, another --cache, or delete {store.folder} to redo it"
         )
-        extract_media(clips, media, cache / "errors.csv", settings.decode, settings.clips_per_shard)
-        export_features(media, features, alexnet, settings)
+    store.manifest["settings"][key] = value
 
 
-def extract_media(clips: list[Clip], media: ShardStore, errors_csv: Path, settings: DecodeSettings, clips_per_shard: int) -> None:
-    """Phase 1: decode each clip not yet cached into key frames and spectrograms."""
+def extract_media(
+    clips: list[Clip], media: ShardStore, errors_csv: Path, settings: DecodeSettings, clips_per_shard: int, workers: int = 0
+) -> None:
+    """Phase 1: decode each clip not yet cached into key frames and spectrograms, in parallel processes."""
     media.remove_partial_shards()
     done = media.completed_clips()
     todo = [c for c in clips if c.clip_id not in done]
     started, failed, seconds = time.perf_counter(), 0, 0
-    buffer: list[tuple[Clip, ClipMedia]] = []
+    buffer: list[tuple[Clip, EncodedClip]] = []
     with open(errors_csv, "w", newline="") as err_file:
         errors = csv.writer(err_file)
         errors.writerow(["clip_id", "path", "reason"])
-        for clip in tqdm(todo, desc="decode", unit="clip"):
-            try:
-                decoded = decode_clip(str(clip.path), settings)
-            except ClipError as e:
-                errors.writerow([clip.clip_id, str(clip.path), str(e)])
+        results = in_order(decode_for_cache, [(str(c.path), settings) for c in todo], workers)
+        for clip, decoded in zip(todo, tqdm(results, total=len(todo), desc="decode", unit="clip")):
+            if isinstance(decoded, str):
+                errors.writerow([clip.clip_id, str(clip.path), decoded])
                 err_file.flush()
                 failed += 1
                 continue
@@ -87,11 +148,21 @@ def extract_media(clips: list[Clip], media: ShardStore, errors_csv: Path, settin
     )
 
 
-def export_features(media: ShardStore, features: ShardStore, alexnet: torch.nn.Module, settings: ExtractSettings) -> None:
-    """Phase 2: fc7 of every key frame and spectrogram, one feature shard per media shard."""
+def export_features(
+    media: ShardStore,
+    features: ShardStore,
+    models: dict[str, torch.nn.Module],
+    settings: ExtractSettings,
+    pool5: ShardStore | None = None,
+) -> None:
+    """Phase 2: fc7 (post-ReLU) of every key frame and spectrogram, one feature shard per media shard.
+
+    `models` maps visual/audio to its AlexNet. With a `pool5` store (fine-tuning mode fc, where the
+    convolutions are unchanged), fc7 = fc6 → fc7 of the cached pool5, so no image goes through the
+    convolutions twice; otherwise a full forward of the media images."""
     features.remove_partial_shards()
     done = features.completed_clips()
-    model = Fc7(alexnet).to(settings.device, memory_format=torch.channels_last)
+    nets = {m: Fc7(models[m]).to(settings.device, memory_format=torch.channels_last).eval() for m in MODALITIES}
     started, n_clips, n_seconds = time.perf_counter(), 0, 0
     pending = [
         (entry, path) for entry, path in zip(media.manifest["shards"], media.shard_paths()) if not set(entry["clips"]) <= done
@@ -99,20 +170,28 @@ def export_features(media: ShardStore, features: ShardStore, alexnet: torch.nn.M
     total = sum(len(entry["clips"]) for entry, _ in pending)
     with tqdm(total=total, desc="fc7", unit="clip") as bar:
         for entry, path in pending:
-            with h5py.File(path, "r") as f:
-                index = read_shard_index(f)
-                frames, spectrograms = f["key_frames"][()], f["spectrograms"][()]
-            visual = fc7_features(model, frames, settings.batch_size, settings.device)
-            audio = fc7_features(model, spectrograms, settings.batch_size, settings.device)
-            features.add_shard(index, {"visual": visual, "audio": audio})
+            out = {}
+            if pool5 is not None:
+                with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
+                    index = read_shard_index(f)
+                    for m, net in nets.items():
+                        out[m] = batched(
+                            lambda x, net=net: net.fc6_fc7(x.float()), f[m][()], FC7_DIM, settings.batch_size, settings.device
+                        )
+            else:
+                with h5py.File(path, "r") as f:
+                    index = read_shard_index(f)
+                for m, net in nets.items():
+                    out[m] = fc7_features(net, read_media_images(path, MODALITIES[m]), settings.batch_size, settings.device)
+            features.add_shard(index, out)
             n_clips += len(entry["clips"])
-            n_seconds += len(frames)
+            n_seconds += int(index["n_seconds"].sum())
             bar.update(len(entry["clips"]))
     wall = time.perf_counter() - started
     print(f"fc7: {n_clips} clips done, {len(done)} already cached; {n_seconds} s of video in {wall:.1f} s")
 
 
-def _write_media_shard(media: ShardStore, items: list[tuple[Clip, ClipMedia]]) -> None:
+def _write_media_shard(media: ShardStore, items: list[tuple[Clip, EncodedClip]]) -> None:
     counts = np.array([m.n_seconds for _, m in items], np.int64)
     index = {
         "clip_id": np.array([c.clip_id for c, _ in items], dtype=str),
@@ -124,9 +203,9 @@ def _write_media_shard(media: ShardStore, items: list[tuple[Clip, ClipMedia]]) -
         "has_audio": np.array([m.has_audio for _, m in items], np.uint8),
     }
     seconds = {
-        "key_frames": np.concatenate([m.key_frames for _, m in items]),
-        "spectrograms": np.concatenate([m.spectrograms for _, m in items]),
+        "key_frames": concat_blocks([m.key_frames for _, m in items]),
+        "spectrograms": concat_blocks([m.spectrograms for _, m in items]),
         "key_frame_index": np.concatenate([m.key_frame_index for _, m in items]),
         "key_frame_time": np.concatenate([m.key_frame_time for _, m in items]),
     }
-    media.add_shard(index, seconds, compression={"key_frames": "lzf", "spectrograms": "lzf"})
+    media.add_shard(index, seconds)

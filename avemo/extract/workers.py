@@ -1,0 +1,80 @@
+"""Decoding clips for the media cache in worker processes.
+
+This module imports no torch: spawned workers start in a fraction of a second instead of loading torch
+and torchvision in every process.
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+
+from avemo.cache.images import ImageBlock, encode_block
+from avemo.extract.decode import ClipError, DecodeSettings, decode_clip
+
+
+@dataclass
+class EncodedClip:
+    """A decoded clip as the media cache stores it (images encoded in the worker that decoded them)."""
+
+    key_frames: ImageBlock
+    spectrograms: ImageBlock
+    key_frame_index: np.ndarray
+    key_frame_time: np.ndarray
+    has_audio: bool
+
+    @property
+    def n_seconds(self) -> int:
+        return len(self.key_frame_index)
+
+
+def decode_for_cache(job: tuple[str, DecodeSettings]) -> EncodedClip | str:
+    """Decode and encode one clip; a clip that cannot be used gives the reason as a string."""
+    path, settings = job
+    try:
+        m = decode_clip(path, settings)
+    except ClipError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 - one odd file must not stop a day-long run
+        return f"unexpected {type(e).__name__}: {str(e).strip().splitlines()[0][:200] if str(e).strip() else ''}"
+    return EncodedClip(
+        encode_block(m.key_frames, settings.image_codec, settings.jpeg_quality),
+        encode_block(m.spectrograms, settings.image_codec, settings.jpeg_quality),
+        m.key_frame_index,
+        m.key_frame_time,
+        m.has_audio,
+    )
+
+
+def in_order(function: Callable, jobs: list, workers: int) -> Iterator:
+    """function(job) for each job, in order, computed by `workers` spawned processes (0: one per CPU).
+
+    At most two jobs per worker are in flight, so memory stays bounded however many clips there are."""
+    workers = min(workers or os.cpu_count() or 1, max(len(jobs), 1))
+    if workers <= 1:
+        yield from map(function, jobs)
+        return
+    spawn = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
+    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+        pending: collections.deque = collections.deque()
+        for job in jobs:
+            pending.append(pool.submit(function, job))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def decoded_seconds(job: tuple[str, DecodeSettings]) -> int:
+    """Decode only (for `avemo bench extract`): the number of seconds a clip gives, 0 if unusable."""
+    path, settings = job
+    try:
+        return decode_clip(path, settings).n_seconds
+    except ClipError:
+        return 0
