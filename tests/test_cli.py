@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from avemo.cli import main
+from avemo.train.data import load_features
 
 
 def run(*args: str):
@@ -21,6 +22,8 @@ def test_extract_train_evaluate_on_the_sample_corpus(tmp_path, sample_corpus):
     result = run("extract", "--manifest", sample_corpus, "--cache", cache, "--weights", "none", "--batch-size", "16")
     assert result.exit_code == 0, result.output
     assert "decode: 18 clips done" in result.output and "fc7: 18 clips done" in result.output
+    features = load_features(cache)
+    assert all(g.startswith("Sample_Movie_") for g in features.groups)  # movies reach the cache
 
     result = run("train", "--cache", cache, "--run", run_dir, "--approach", "all", "--epochs", "2")
     assert result.exit_code == 0, result.output

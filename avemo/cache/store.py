@@ -25,7 +25,8 @@ from avemo.errors import AvemoError
 SCHEMA_VERSION = 1
 NO_LABEL = -128  # valence (or arousal) not known
 MANIFEST = "manifest.json"
-INDEX_FIELDS = ("clip_id", "offset", "n_seconds", "arousal", "valence", "split", "has_audio")
+INDEX_FIELDS = ("clip_id", "offset", "n_seconds", "arousal", "valence", "split", "has_audio", "group")
+# `group` is the clip's movie ("" when unknown), so that a validation split can keep a movie on one side.
 
 
 @contextlib.contextmanager
@@ -102,7 +103,7 @@ class ShardStore:
             f.attrs["kind"] = self.kind
             f.attrs["settings"] = json.dumps(self.settings, sort_keys=True)
             for key in INDEX_FIELDS:
-                values = index[key]
+                values = index[key] if key in index else np.full(len(index["clip_id"]), "", dtype=str)  # group
                 if values.dtype.kind in "UO":
                     f.create_dataset(f"index/{key}", data=values.astype(object), dtype=h5py.string_dtype())
                 else:
@@ -181,6 +182,9 @@ def read_shard_index(f: h5py.File) -> dict[str, np.ndarray]:
     """The per-clip index of one open shard; strings come back as str arrays."""
     index = {}
     for key in INDEX_FIELDS:
+        if key == "group" and "index/group" not in f:
+            index[key] = np.full(len(f["index/clip_id"]), "", dtype=str)
+            continue
         values = f[f"index/{key}"][()]
         if values.dtype.kind == "O":
             values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=str)

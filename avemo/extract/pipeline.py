@@ -201,6 +201,7 @@ def _write_media_shard(media: ShardStore, items: list[tuple[Clip, EncodedClip]])
         "valence": np.array([NO_LABEL if c.valence is None else c.valence for c, _ in items], np.int8),
         "split": np.array([c.split for c, _ in items], dtype=str),
         "has_audio": np.array([m.has_audio for _, m in items], np.uint8),
+        "group": np.array([c.meta.get("movie", "") for c, _ in items], dtype=str),
     }
     seconds = {
         "key_frames": concat_blocks([m.key_frames for _, m in items]),

@@ -27,6 +27,7 @@ class FeatureSet:
     clip_ids: np.ndarray  # str [clips]
     split: np.ndarray  # str [clips]
     has_audio: np.ndarray  # bool [clips]
+    groups: np.ndarray  # str [clips], the clip's movie ("" when unknown), for validation splits by movie
     settings: dict  # how the features were made (from the cache manifest)
 
     def subset(self, split: str) -> torch.Tensor:
@@ -64,5 +65,6 @@ def load_features(cache: str | Path) -> FeatureSet:
         clip_ids=index["clip_id"],
         split=index["split"],
         has_audio=index["has_audio"].astype(bool),
+        groups=index["group"],
         settings=store.settings,
     )
