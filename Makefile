@@ -12,7 +12,7 @@ RUN      ?= $(DEMO)/run
 WEIGHTS  ?= none
 APPROACH ?= all
 
-.PHONY: install demo test lint extract train eval clean
+.PHONY: install demo test lint bench extract train eval clean
 
 install: $(STAMP)
 
@@ -38,6 +38,9 @@ eval: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/avemo bench extract
 
 lint: $(STAMP)
 	$(BIN)/ruff check avemo tests && $(BIN)/ruff format --check avemo tests

@@ -1,4 +1,4 @@
-"""The `avemo` command: sample | extract | train | evaluate."""
+"""The `avemo` command: sample | datasets | extract | train | evaluate | bench."""
 
 from __future__ import annotations
 
