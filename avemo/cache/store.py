@@ -30,11 +30,11 @@ INDEX_FIELDS = ("clip_id", "offset", "n_seconds", "arousal", "valence", "split",
 
 
 @contextlib.contextmanager
-def cache_lock(folder: str | Path) -> Iterator[None]:
-    """Hold the cache for one run; a second run on the same cache refuses instead of corrupting it."""
+def cache_lock(folder: str | Path, writer: int = 0) -> Iterator[None]:
+    """Hold the cache for one run (one lock per writer, i.e. torchrun rank); a second run refuses."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as handle:
+    with open(folder / (".lock" if writer == 0 else f".lock-w{writer}"), "w") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -43,27 +43,35 @@ def cache_lock(folder: str | Path) -> Iterator[None]:
 
 
 class ShardStore:
-    """Shards of one kind ("media" or "features") made with one set of settings."""
+    """Shards of one kind ("media", "pool5" or "features") made with one set of settings.
 
-    def __init__(self, folder: str | Path, kind: str):
+    Several processes (torchrun ranks) may fill one store: each is a *writer* with its own manifest
+    (`manifest.json` for writer 0, `manifest-w<N>.json` for writer N) and its own shard names, so no file
+    has two writers. Readers see the union of all writers' shards, in writer order."""
+
+    def __init__(self, folder: str | Path, kind: str, writer: int = 0):
         self.folder = Path(folder)
         self.kind = kind
-        path = self.folder / MANIFEST
-        if path.is_file():
+        self.writer = writer
+        self.manifest_name = MANIFEST if writer == 0 else f"manifest-w{writer}.json"
+        self.others: list[dict] = []  # manifests of the other writers
+        self.manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "settings": None, "shards": []}
+        for path in sorted(self.folder.glob("manifest*.json"), key=_writer_of):
             manifest = json.loads(path.read_text())
             if manifest.get("schema_version") != SCHEMA_VERSION:
                 raise AvemoError(
                     f"{path}: cache schema {manifest.get('schema_version')} but this avemo reads {SCHEMA_VERSION}; "
                     "extract into a new --cache"
                 )
-            self.manifest = manifest
-        else:
-            self.manifest = {"schema_version": SCHEMA_VERSION, "kind": kind, "settings": None, "shards": []}
+            if path.name == self.manifest_name:
+                self.manifest = manifest
+            else:
+                self.others.append(manifest)
 
     # -- settings ---------------------------------------------------------------------------------
     def check_settings(self, settings: dict) -> None:
         """Adopt `settings` for a new store; refuse when existing shards were made with other ones."""
-        stored = self.manifest["settings"]
+        stored = self.manifest["settings"] or next((m["settings"] for m in self.others if m["settings"]), None)
         if stored is None:
             self.manifest["settings"] = settings
             return
@@ -73,18 +81,25 @@ class ShardStore:
                     f"{self.folder}: existing {self.kind} shards were made with {key}={stored.get(key)!r}, "
                     f"not {settings.get(key)!r}; use the same settings or another --cache"
                 )
+        self.manifest["settings"] = self.manifest["settings"] or stored
 
     @property
     def settings(self) -> dict:
-        return self.manifest["settings"] or {}
+        return self.manifest["settings"] or next((m["settings"] for m in self.others if m["settings"]), None) or {}
+
+    def shards(self) -> list[tuple[dict, Path]]:
+        """(manifest entry, path) of every completed shard of every writer."""
+        manifests = sorted([self.manifest, *self.others], key=lambda m: m.get("writer", 0))
+        return [(entry, self.folder / entry["file"]) for m in manifests for entry in m["shards"]]
 
     # -- writing ----------------------------------------------------------------------------------
     def completed_clips(self) -> set[str]:
-        return {clip for shard in self.manifest["shards"] for clip in shard["clips"]}
+        return {clip for entry, _ in self.shards() for clip in entry["clips"]}
 
     def remove_partial_shards(self) -> None:
         """Delete what a killed run left half-written (never listed in the manifest)."""
-        for leftover in self.folder.glob("*.tmp"):
+        pattern = "shard-[0-9]*.tmp" if self.writer == 0 else f"shard-w{self.writer}-*.tmp"  # never another writer's
+        for leftover in self.folder.glob(pattern):
             leftover.unlink()
 
     def add_shard(
@@ -95,7 +110,8 @@ class ShardStore:
     ) -> None:
         """Write one shard (index arrays per clip; per-second arrays or image blocks) and list it in the manifest."""
         self.folder.mkdir(parents=True, exist_ok=True)
-        name = f"shard-{len(self.manifest['shards']):05d}.h5"
+        prefix = "shard-" if self.writer == 0 else f"shard-w{self.writer}-"
+        name = f"{prefix}{len(self.manifest['shards']):05d}.h5"
         final, tmp = self.folder / name, self.folder / (name + ".tmp")
         compression = compression or {}
         with h5py.File(tmp, "w") as f:
@@ -129,17 +145,19 @@ class ShardStore:
         self._save_manifest()
 
     def _save_manifest(self) -> None:
-        tmp = self.folder / (MANIFEST + ".tmp")
+        self.manifest["writer"] = self.writer
+        tmp = self.folder / (self.manifest_name + ".tmp")
         tmp.write_text(json.dumps(self.manifest, indent=1))
         with open(tmp, "rb") as handle:
             os.fsync(handle.fileno())
-        os.replace(tmp, self.folder / MANIFEST)
+        os.replace(tmp, self.folder / self.manifest_name)
 
     # -- reading ----------------------------------------------------------------------------------
     def shard_paths(self) -> list[Path]:
-        if not self.manifest["shards"]:
+        shards = self.shards()
+        if not shards:
             raise AvemoError(f"{self.folder}: no {self.kind} shards here; run `avemo extract` first")
-        return [self.folder / s["file"] for s in self.manifest["shards"]]
+        return [path for _, path in shards]
 
     def read_index(self) -> dict[str, np.ndarray]:
         """The per-clip index of all shards, with `offset` counted over the concatenated seconds."""
@@ -190,6 +208,12 @@ def read_shard_index(f: h5py.File) -> dict[str, np.ndarray]:
             values = np.array([v.decode() if isinstance(v, bytes) else v for v in values], dtype=str)
         index[key] = values
     return index
+
+
+def _writer_of(path: Path) -> int:
+    """manifest.json → 0, manifest-w3.json → 3."""
+    stem = path.stem
+    return int(stem.split("-w")[1]) if "-w" in stem else 0
 
 
 def _sha256(path: Path) -> str:

@@ -42,6 +42,7 @@ from avemo.cache.images import read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
+from avemo.extract import distributed
 from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, pool5_features, weights_sha256
 
 MODES = ("fc", "all", "none")
@@ -74,17 +75,25 @@ def read_media_images(path: Path, name: str, rows: list[int] | np.ndarray | None
         return read_images(f, name, None if rows is None else np.asarray(rows))
 
 
-def train_rows(index: dict[str, np.ndarray], modality: str) -> tuple[np.ndarray, np.ndarray]:
-    """Rows (seconds) of one shard that tune `modality`, and their class indices (frame label = clip label)."""
+def train_rows(index: dict[str, np.ndarray], modality: str) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]:
+    """Rows (seconds) of one shard that tune `modality`, their class indices (frame label = clip label), and
+    their (clip id, second) keys."""
     keep = index["split"] == "train"
     if modality == "audio":
         keep &= index["has_audio"] == 1
-    rows, labels = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)]
+    rows, labels, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], []
     for i in np.flatnonzero(keep):
         start, n = int(index["offset"][i]), int(index["n_seconds"][i])
         rows.append(np.arange(start, start + n))
         labels.append(np.full(n, to_index(index["arousal"][i])))
-    return np.concatenate(rows), np.concatenate(labels)
+        keys += [(str(index["clip_id"][i]), t) for t in range(n)]
+    return np.concatenate(rows), np.concatenate(labels), keys
+
+
+def _canonical(keys: list[tuple[str, int]]) -> np.ndarray:
+    """Example order by clip id and second, so the tuned weights do not depend on how clips fell into shards
+    (resumed runs, several ranks)."""
+    return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
 def train_split_record(media: ShardStore) -> dict:
@@ -105,9 +114,10 @@ def export_pool5(media: ShardStore, pool5: ShardStore, alexnet: torch.nn.Module,
     pool5.remove_partial_shards()
     done = pool5.completed_clips()
     model = Fc7(alexnet).to(device, memory_format=torch.channels_last)
-    pending = [(e, p) for e, p in zip(media.manifest["shards"], media.shard_paths()) if not set(e["clips"]) <= done]
+    pending = [(e, p) for e, p in distributed.my_share(media.shards()) if not set(e["clips"]) <= done]
     started, n_seconds = time.perf_counter(), 0
-    with tqdm(total=sum(len(e["clips"]) for e, _ in pending), desc="pool5", unit="clip") as bar:
+    total = sum(len(e["clips"]) for e, _ in pending)
+    with tqdm(total=total, desc="pool5", unit="clip", disable=distributed.rank() > 0) as bar:
         for entry, path in pending:
             with h5py.File(path, "r") as f:
                 index = read_shard_index(f)
@@ -116,14 +126,14 @@ def export_pool5(media: ShardStore, pool5: ShardStore, alexnet: torch.nn.Module,
             n_seconds += entry["n_seconds"]
             bar.update(len(entry["clips"]))
     print(
-        f"pool5: {sum(len(e['clips']) for e, _ in pending)} clips done, {len(done)} already cached; "
+        f"{distributed.tag()}pool5: {sum(len(e['clips']) for e, _ in pending)} clips done, {len(done)} already cached; "
         f"{n_seconds} s of video in {time.perf_counter() - started:.1f} s"
     )
 
 
 def pool5_shard_for(pool5: ShardStore, clips: list[str]) -> Path:
     """The pool5 shard made from the media shard holding exactly `clips`."""
-    for entry, path in zip(pool5.manifest["shards"], pool5.shard_paths()):
+    for entry, path in pool5.shards():
         if entry["clips"] == clips:
             return path
     raise AvemoError(f"{pool5.folder}: no pool5 shard for clips {clips[0]}…; delete {pool5.folder} and run again")
@@ -159,15 +169,25 @@ def fit(
     )
     order = torch.Generator().manual_seed(settings.seed)
     targets = torch.from_numpy(labels).to(device)
+    rank, world = distributed.rank(), distributed.world()
+    model = net
+    if world > 1:
+        # Under torchrun: every rank draws the same global batches and takes every world-th example of each;
+        # DDP averages the gradients, so one step sees the whole global batch as a single process would.
+        tuned = {id(p) for p in params}
+        for p in net.parameters():
+            p.requires_grad_(id(p) in tuned)
+        model = torch.nn.parallel.DistributedDataParallel(net)
     net.train()
     started, losses = time.perf_counter(), []
     for epoch in range(settings.epochs):
         total, correct, seen = 0.0, 0, 0
-        batches = torch.randperm(len(labels), generator=order).split(settings.batch_size)
-        with tqdm(batches, desc=f"fine-tune {desc} {epoch + 1}/{settings.epochs}", unit="batch", leave=False) as bar:
+        batches = [b for b in torch.randperm(len(labels), generator=order).split(settings.batch_size) if len(b) >= world]
+        desc_epoch = f"fine-tune {desc} {epoch + 1}/{settings.epochs}"
+        with tqdm(batches, desc=desc_epoch, unit="batch", leave=False, disable=rank > 0) as bar:
             for positions in bar:
-                positions = np.sort(positions.numpy())  # increasing rows read faster from HDF5
-                logits = net(inputs(positions))
+                positions = np.sort(positions.numpy()[rank::world])  # increasing rows read faster from HDF5
+                logits = model(inputs(positions))
                 loss = torch.nn.functional.cross_entropy(logits, targets[positions])
                 optimizer.zero_grad(set_to_none=False)  # reuse the gradient buffers: no 150 MB allocation per step
                 loss.backward()
@@ -176,6 +196,10 @@ def fit(
                 correct += int((logits.argmax(1) == targets[positions]).sum())
                 seen += len(positions)
                 bar.set_postfix(loss=f"{total / seen:.4f}")
+        if world > 1:
+            sums = torch.tensor([total, correct, seen], dtype=torch.float64, device=device)
+            torch.distributed.all_reduce(sums)
+            total, correct, seen = sums[0].item(), int(sums[1].item()), int(sums[2].item())
         losses.append(total / seen)
     net.eval()
     return {
@@ -202,34 +226,40 @@ def finetune(
         alexnet.classifier[6] = torch.nn.Linear(FC7_DIM, N_CLASSES)
         alexnet.to(device, memory_format=torch.channels_last)
         if settings.mode == "fc":
-            pool5_rows, labels = [], []
-            for entry in media.manifest["shards"]:
+            pool5_rows, labels, keys = [], [], []
+            for entry, _ in media.shards():
                 with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
-                    rows, shard_labels = train_rows(read_shard_index(f), modality)
+                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality)
                     if len(rows):
                         pool5_rows.append(f[modality][()][rows])  # whole shard, then rows: faster than h5py fancy indexing
                 labels.append(shard_labels)
-            x = torch.from_numpy(np.concatenate(pool5_rows) if pool5_rows else np.zeros((0, 1), np.float16))
+                keys += shard_keys
+            order = _canonical(keys)
+            x = torch.from_numpy(np.concatenate(pool5_rows)[order] if pool5_rows else np.zeros((0, 1), np.float16))
             net, params = _Classifier(alexnet, from_images=False), list(alexnet.classifier.parameters())
-            stats = fit(net, params, lambda p: x[p].to(device), np.concatenate(labels), settings, modality, device)
+            stats = fit(net, params, lambda p: x[p].to(device), np.concatenate(labels)[order], settings, modality, device)
         else:
-            where, labels = [], []  # (media shard path, row) of every train second
-            for path in media.shard_paths():
+            where, labels, keys = [], [], []  # (media shard path, row) of every train second
+            for _, path in media.shards():
                 with h5py.File(path, "r") as f:
-                    rows, shard_labels = train_rows(read_shard_index(f), modality)
+                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality)
                 where += [(path, r) for r in rows]
                 labels.append(shard_labels)
+                keys += shard_keys
+            order = _canonical(keys)
+            where = [where[i] for i in order]
 
             def images(positions: np.ndarray) -> torch.Tensor:
                 picked = [where[p] for p in positions]
-                parts = [
-                    read_media_images(path, MODALITIES[modality], [r for q, r in picked if q == path])
-                    for path in dict.fromkeys(q for q, _ in picked)
-                ]
-                return torch.from_numpy(np.concatenate(parts)).to(device)
+                batch: list[np.ndarray] = [None] * len(picked)  # type: ignore[list-item]
+                for path in dict.fromkeys(q for q, _ in picked):  # one read per shard, rows increasing
+                    mine = sorted((r, i) for i, (q, r) in enumerate(picked) if q == path)
+                    for (_, i), image in zip(mine, read_media_images(path, MODALITIES[modality], [r for r, _ in mine])):
+                        batch[i] = image
+                return torch.from_numpy(np.stack(batch)).to(device)
 
             net = _Classifier(alexnet, from_images=True)
-            stats = fit(net, list(alexnet.parameters()), images, np.concatenate(labels), settings, modality, device)
+            stats = fit(net, list(alexnet.parameters()), images, np.concatenate(labels)[order], settings, modality, device)
     return alexnet.cpu().eval(), stats
 
 
@@ -262,16 +292,17 @@ def tuned_models(
                 continue
         model, stats = finetune(base, modality, media, pool5, settings, device)
         sha = weights_sha256(model)
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
         manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
-        _write_json(manifest_path, manifest)
-        print(
-            f"fine-tune {modality}: {stats['epochs']} epochs on {stats['train_seconds']} train seconds, "
-            f"final train loss {stats['loss'][-1]:.4f}, train accuracy {100 * stats['train_accuracy']:.1f}%, "
-            f"{stats['seconds']:.1f} s → {path}"
-        )
+        if distributed.rank() == 0:  # every rank holds the same weights (DDP); one writes them
+            tmp = path.with_name(path.name + ".tmp")
+            torch.save(model.state_dict(), tmp)
+            os.replace(tmp, path)
+            _write_json(manifest_path, manifest)
+            print(
+                f"fine-tune {modality}: {stats['epochs']} epochs on {stats['train_seconds']} train seconds, "
+                f"final train loss {stats['loss'][-1]:.4f}, train accuracy {100 * stats['train_accuracy']:.1f}%, "
+                f"{stats['seconds']:.1f} s → {path}"
+            )
         out[modality] = (model, sha)
     return out
 

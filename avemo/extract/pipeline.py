@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -23,6 +23,7 @@ from avemo.cache.images import concat_blocks
 from avemo.cache.store import read_shard_index
 from avemo.datasets.manifest import Clip
 from avemo.errors import AvemoError
+from avemo.extract import distributed
 from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.finetune import (
@@ -50,10 +51,14 @@ class ExtractSettings:
 
 
 def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = ExtractSettings()) -> None:
+    """Both phases, resumable; under torchrun every rank runs this with its share of the work."""
     cache = Path(cache)
-    with cache_lock(cache):
+    distributed.init_from_env()
+    rank = distributed.rank()
+    settings = replace(settings, device=distributed.device_for(settings.device))
+    with cache_lock(cache, writer=rank):
         # Check the stores' settings before any work, so a mismatch never costs a decoding pass.
-        media = ShardStore(cache / "media", "media")
+        media = ShardStore(cache / "media", "media", writer=rank)
         media.check_settings(asdict(settings.decode))
         alexnet = build_alexnet(settings.weights, settings.seed)
         base = {
@@ -62,37 +67,60 @@ def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = Ex
             "seed": settings.seed,
             "media": media.settings,
         }
-        features = ShardStore(cache / "features", "features")
+        features = ShardStore(cache / "features", "features", writer=rank)
         # finetune_train and tuned_sha256 are known only after decoding and tuning; checked then.
         later = {k: features.settings[k] for k in ("finetune_train", "tuned_sha256") if k in features.settings}
         _check_finetune(features, settings.finetune.record())
         features.check_settings({**base, "finetune": settings.finetune.record(), **later})
         pool5 = None
         if settings.finetune.mode == "fc":
-            pool5 = ShardStore(cache / "pool5", "pool5")
+            pool5 = ShardStore(cache / "pool5", "pool5", writer=rank)
             pool5.check_settings(base)
-        extract_media(clips, media, cache / "errors.csv", settings.decode, settings.clips_per_shard, settings.workers)
+        done = media.completed_clips()
+        distributed.barrier()  # every rank has seen the same cache before anyone writes
+        mine = distributed.my_share([c for c in clips if c.clip_id not in done])
+        errors_csv = cache / ("errors.csv" if rank == 0 else f"errors-w{rank}.csv")
+        workers = settings.workers or distributed.local_cpus()
+        extract_media(mine, media, errors_csv, settings.decode, settings.clips_per_shard, workers)
+        distributed.barrier()  # all media shards are written: everyone now reads the same union
+        media, pool5 = _reload(media), pool5 and _reload(pool5)
         models = {modality: alexnet for modality in MODALITIES}
         if settings.finetune.mode != "none":
             # Fine-tuning reads the train split only; the features then depend on it and on the tuned weights.
             train = train_split_record(media)
             _settle(features, "finetune_train", train)
             if media.completed_clips() <= features.completed_clips():
-                print("fine-tune: skipped, the features of every cached clip are already exported")
+                _say("fine-tune: skipped, the features of every cached clip are already exported")
             else:
                 if pool5 is not None:
                     export_pool5(media, pool5, alexnet, settings.batch_size, settings.device)
+                    distributed.barrier()
+                    pool5 = _reload(pool5)
                 record = {**base, "finetune": settings.finetune.record(), "finetune_train": train}
                 tuned = tuned_models(cache, media, pool5, alexnet, record, settings.finetune, settings.device)
                 _settle(features, "tuned_sha256", {modality: sha for modality, (_, sha) in tuned.items()})
                 models = {modality: model for modality, (model, _) in tuned.items()}
         export_features(media, features, models, settings, pool5)
+        distributed.barrier()
+
+
+def _reload(store: ShardStore) -> ShardStore:
+    """The store as it is on disk now, other writers' shards included (this writer's settings kept)."""
+    fresh = ShardStore(store.folder, store.kind, writer=store.writer)
+    fresh.manifest["settings"] = fresh.manifest["settings"] or store.manifest["settings"]
+    return fresh
+
+
+def _say(line: str) -> None:
+    """Summary lines: once, from rank 0, under torchrun."""
+    if distributed.rank() == 0:
+        print(line)
 
 
 def _check_finetune(features: ShardStore, record: dict) -> None:
     """Name the fine-tuning option that differs (the generic check would print the whole dict)."""
     stored = features.settings.get("finetune")
-    if not features.manifest["shards"] or stored is None or stored == record:
+    if not features.shards() or stored is None or stored == record:
         return
     for key in ["mode", *sorted((set(stored) | set(record)) - {"mode"})]:
         if stored.get(key) != record.get(key):
@@ -106,7 +134,7 @@ def _check_finetune(features: ShardStore, record: dict) -> None:
 def _settle(store: ShardStore, key: str, value: dict) -> None:
     """Record a setting known only after some work; refuse when the store's shards were made with another."""
     value = json.loads(json.dumps(value))
-    if store.manifest["shards"] and store.settings.get(key) != value:
+    if store.shards() and store.settings.get(key) != value:
         raise AvemoError(
             f"{store.folder}: existing {store.kind} shards were made with {key}={store.settings.get(key)!r}, "
             f"not {value!r}; use the same clips and settings, another --cache, or delete {store.folder} to redo it"
@@ -127,7 +155,9 @@ def extract_media(
         errors = csv.writer(err_file)
         errors.writerow(["clip_id", "path", "reason"])
         results = in_order(decode_for_cache, [(str(c.path), settings) for c in todo], workers)
-        for clip, decoded in zip(todo, tqdm(results, total=len(todo), desc="decode", unit="clip")):
+        for clip, decoded in zip(
+            todo, tqdm(results, total=len(todo), desc="decode", unit="clip", disable=distributed.rank() > 0)
+        ):
             if isinstance(decoded, str):
                 errors.writerow([clip.clip_id, str(clip.path), decoded])
                 err_file.flush()
@@ -143,7 +173,7 @@ def extract_media(
     wall = time.perf_counter() - started
     note = f", see {errors_csv}" if failed else ""
     print(
-        f"decode: {len(todo) - failed} clips done, {len(done)} already cached, {failed} failed{note}; "
+        f"{distributed.tag()}decode: {len(todo) - failed} clips done, {len(done)} already cached, {failed} failed{note}; "
         f"{seconds} s of video in {wall:.1f} s"
     )
 
@@ -164,11 +194,9 @@ def export_features(
     done = features.completed_clips()
     nets = {m: Fc7(models[m]).to(settings.device, memory_format=torch.channels_last).eval() for m in MODALITIES}
     started, n_clips, n_seconds = time.perf_counter(), 0, 0
-    pending = [
-        (entry, path) for entry, path in zip(media.manifest["shards"], media.shard_paths()) if not set(entry["clips"]) <= done
-    ]
+    pending = [(entry, path) for entry, path in distributed.my_share(media.shards()) if not set(entry["clips"]) <= done]
     total = sum(len(entry["clips"]) for entry, _ in pending)
-    with tqdm(total=total, desc="fc7", unit="clip") as bar:
+    with tqdm(total=total, desc="fc7", unit="clip", disable=distributed.rank() > 0) as bar:
         for entry, path in pending:
             out = {}
             if pool5 is not None:
@@ -188,7 +216,7 @@ def export_features(
             n_seconds += int(index["n_seconds"].sum())
             bar.update(len(entry["clips"]))
     wall = time.perf_counter() - started
-    print(f"fc7: {n_clips} clips done, {len(done)} already cached; {n_seconds} s of video in {wall:.1f} s")
+    print(f"{distributed.tag()}fc7: {n_clips} clips done, {len(done)} already cached; {n_seconds} s of video in {wall:.1f} s")
 
 
 def _write_media_shard(media: ShardStore, items: list[tuple[Clip, EncodedClip]]) -> None:
