@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch.nn.utils.rnn import pack_padded_sequence
 
 from avemo.train.heads import EmotionHead, HeadSettings
 
@@ -43,3 +44,11 @@ def test_padding_after_a_clip_does_not_change_its_prediction():
     changed = visual.clone()
     changed[0, 2] += 5
     assert not torch.allclose(head(changed, audio, torch.tensor([3])), alone)
+
+
+def test_last_valid_step_equals_a_packed_sequence():
+    head = EmotionHead(HeadSettings(approach="modal", **SMALL)).eval()
+    visual, audio, lengths = torch.randn(3, 6, 16), torch.randn(3, 6, 16), torch.tensor([6, 2, 4])
+    packed = pack_padded_sequence(head.fuse(visual, audio), lengths, batch_first=True, enforce_sorted=False)
+    _, (h_last, _) = head.lstm(packed)
+    torch.testing.assert_close(head(visual, audio, lengths), head.mlp(h_last[-1]))

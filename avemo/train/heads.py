@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 APPROACHES = ("visual", "audio", "early", "late", "modal")  # the rows of the paper's Table 1
 N_CLASSES = 3
@@ -73,6 +72,8 @@ class EmotionHead(nn.Module):
     def forward(self, visual: torch.Tensor, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Class logits [B, 3] from the LSTM output at each clip's last valid second."""
         fused = self.fuse(visual, audio)
-        packed = pack_padded_sequence(fused, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, (h_last, _) = self.lstm(packed)  # h of the last valid step of every sequence
-        return self.mlp(h_last[-1])
+        # The LSTM runs over the padded batch and each clip's output is read at its last valid step: a
+        # forward LSTM's state there has not seen the padding, so this equals a packed sequence (tested),
+        # and it is faster on CPU than packing.
+        out, _ = self.lstm(fused)
+        return self.mlp(out[torch.arange(len(lengths), device=out.device), lengths.to(out.device) - 1])

@@ -45,6 +45,9 @@ def train(cache: str | Path, run: str | Path, approaches: list[str], settings: T
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     data = load_features(cache)
+    # z-score once, in place (the statistics come from the train split and are the same for every approach)
+    norm = Standardiser.fit(data, settings.feature_norm, "cpu")
+    norm.normalise_in_place(data)
     train_labels = data.labels[data.subset("train")]
     counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
     (run / "run.json").write_text(
@@ -60,7 +63,7 @@ def train(cache: str | Path, run: str | Path, approaches: list[str], settings: T
         if approach == "late":
             probs = LATE_ALPHA * probabilities["audio"] + (1 - LATE_ALPHA) * probabilities["visual"]
         else:
-            probs = fit(data, approach_settings, out)
+            probs = fit(data, approach_settings, out, norm)
         probabilities[approach] = probs
         write_predictions(out / "predictions.csv", data, probs)
         test = data.subset("test")
@@ -70,45 +73,56 @@ def train(cache: str | Path, run: str | Path, approaches: list[str], settings: T
     return run
 
 
-def fit(data: FeatureSet, settings: TrainSettings, out: Path) -> np.ndarray:
-    """Train one head on the train split; returns class probabilities for every clip."""
+def fit(data: FeatureSet, settings: TrainSettings, out: Path, norm: Standardiser) -> np.ndarray:
+    """Train one head on the train split of `data` (already normalised by `norm`, which is saved with the
+    model for new videos); returns class probabilities for every clip."""
     torch.manual_seed(settings.seed)
     generator = torch.Generator().manual_seed(settings.seed)
     device = settings.device
     model = EmotionHead(settings.head).to(device)
-    norm = Standardiser.fit(data, settings.feature_norm, device)
     optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
-    loss_fn = torch.nn.CrossEntropyLoss()
     train_clips = data.subset("train")
     log = []
     for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {settings.head.approach}", unit="epoch"):
-        model.train()
-        total, seen = 0.0, 0
-        for batch in train_clips[torch.randperm(len(train_clips), generator=generator)].split(settings.batch_size):
-            visual, audio, lengths = data.batch(batch, device)
-            logits = model(norm.visual(visual), norm.audio(audio), lengths)
-            loss = loss_fn(logits, data.labels[batch].to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += loss.item() * len(batch)
-            seen += len(batch)
-        log.append({"epoch": epoch, "train_loss": total / seen})
+        order = train_clips[torch.randperm(len(train_clips), generator=generator)]
+        log.append({"epoch": epoch, "train_loss": run_epoch(model, data, order, optimizer, settings)})
     torch.save({"model": model.state_dict(), "norm": norm.state(), "settings": asdict(settings)}, out / "model.pt")
     with open(out / "log.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss"])
         writer.writeheader()
         writer.writerows(log)
-    return predict(model, norm, data, torch.arange(len(data.labels)), settings)
+    return predict(model, data, torch.arange(len(data.labels)), settings)
+
+
+def run_epoch(
+    model: EmotionHead,
+    data: FeatureSet,
+    order: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    settings: TrainSettings,
+) -> float:
+    """One pass of SGD over the clips in `order`, minibatch by minibatch; returns the mean train loss."""
+    model.train()
+    total, seen = 0.0, 0
+    for batch in order.split(settings.batch_size):
+        visual, audio, lengths = data.batch(batch, settings.device)
+        logits = model(visual.float(), audio.float(), lengths)
+        loss = torch.nn.functional.cross_entropy(logits, data.labels[batch].to(settings.device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item() * len(batch)
+        seen += len(batch)
+    return total / seen
 
 
 @torch.inference_mode()
-def predict(model: EmotionHead, norm: Standardiser, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings) -> np.ndarray:
+def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings) -> np.ndarray:
     model.eval()
     out = []
     for batch in clips.split(256):
         visual, audio, lengths = data.batch(batch, settings.device)
-        out.append(torch.softmax(model(norm.visual(visual), norm.audio(audio), lengths), dim=1).cpu())  # eq. 12
+        out.append(torch.softmax(model(visual.float(), audio.float(), lengths), dim=1).cpu())  # eq. 12
     return torch.cat(out).numpy()
 
 
@@ -130,6 +144,16 @@ class Standardiser:
             stats[f"{name}_mean"] = x.mean(0).to(device)
             stats[f"{name}_std"] = x.std(0).clamp_min(1e-6).to(device)
         return cls(stats)
+
+    def normalise_in_place(self, data: FeatureSet, chunk: int = 8192) -> None:
+        """Replace the fp16 features by their z-scores, chunk by chunk (no second copy in memory)."""
+        if self.stats is None:
+            return
+        for name in ("visual", "audio"):
+            values = getattr(data, name)
+            for start in range(0, len(values), chunk):
+                values[start : start + chunk] = self._apply(name, values[start : start + chunk]).half()
+            values[-1] = 0  # the padding row stays zero
 
     def _apply(self, name: str, x: torch.Tensor) -> torch.Tensor:
         x = x.float()
