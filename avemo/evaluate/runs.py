@@ -1,0 +1,131 @@
+"""Find and read the prediction files of a run directory.
+
+Layout read (all optional except at least one predictions.csv):
+
+    RUN/run.json                                   written by `avemo train`
+    RUN/<approach>[-<variant>]/predictions.csv     one seed; the seed is `seed` of settings.json beside it
+    RUN/<approach>[-<variant>]/seed-<n>/predictions.csv   several seeds of one configuration
+
+`<approach>` is one of visual, audio, early, late, modal (the rows of the paper's Table 1). `<variant>` is
+any name for another configuration of the same approach, e.g. `modal-lstm64` for the Fig. 2 sweep; its
+LSTM size is read from `head.lstm_hidden` of settings.json. A seed folder's settings.json wins over its
+parent's; without one the seed is the folder's number.
+
+A predictions.csv has the columns `clip_id,split,arousal,predicted` (labels -1/0/1; further columns such as
+`p_calm` are ignored here). Valence is scored when the file also has `valence` and `predicted_valence`
+(rows with an empty or unknown valence, -128, are left out of the valence scores).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from avemo.errors import AvemoError
+
+APPROACHES = ("visual", "audio", "early", "late", "modal")  # = avemo.train.heads.APPROACHES (tested), without torch
+TASKS = {"arousal": ("arousal", "predicted"), "valence": ("valence", "predicted_valence")}  # true, predicted column
+_FOLDER = re.compile(rf"^({'|'.join(APPROACHES)})(?:-([A-Za-z0-9_.+-]+))?$")
+_SEED = re.compile(r"^seed-(-?\d+)$")
+
+
+@dataclass
+class Predictions:
+    """One predictions.csv: one approach, variant and seed."""
+
+    approach: str
+    variant: str  # "" for the approach as trained by default
+    seed: int | None
+    path: Path
+    clip_ids: np.ndarray  # str [clips]
+    split: np.ndarray  # str [clips]
+    labels: dict[str, np.ndarray] = field(default_factory=dict)  # task → true labels (-1/0/1; -128 unknown)
+    predicted: dict[str, np.ndarray] = field(default_factory=dict)  # task → predicted labels
+    lstm_hidden: int | None = None
+
+    @property
+    def name(self) -> str:
+        """approach[-variant]: the row of the report."""
+        return f"{self.approach}-{self.variant}" if self.variant else self.approach
+
+
+def find_predictions(run: Path) -> list[Predictions]:
+    """Every predictions file of the run, in Table 1 order (approach, then variant, then seed)."""
+    found = []
+    for folder in sorted(p for p in run.iterdir() if p.is_dir()) if run.is_dir() else []:
+        match = _FOLDER.match(folder.name)
+        if not match:
+            continue
+        approach, variant = match.group(1), match.group(2) or ""
+        settings = _settings(folder)
+        if (folder / "predictions.csv").is_file():
+            found.append(read_predictions(folder / "predictions.csv", approach, variant, settings))
+        for seed_folder in sorted(p for p in folder.iterdir() if p.is_dir() and _SEED.match(p.name)):
+            if (seed_folder / "predictions.csv").is_file():
+                own = _settings(seed_folder)
+                seed_settings = {**settings, **own, "seed": own.get("seed", int(_SEED.match(seed_folder.name).group(1)))}
+                found.append(read_predictions(seed_folder / "predictions.csv", approach, variant, seed_settings))
+    found.sort(
+        key=lambda p: (
+            APPROACHES.index(p.approach),
+            p.variant != "",
+            p.lstm_hidden or 0,
+            p.variant,
+            -1 if p.seed is None else p.seed,
+        )
+    )
+    return found
+
+
+def _settings(folder: Path) -> dict:
+    path = folder / "settings.json"
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise AvemoError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+
+
+def read_predictions(path: Path, approach: str, variant: str = "", settings: dict | None = None) -> Predictions:
+    """Read one predictions.csv; a missing column or a bad label is one clear error naming the file."""
+    settings = settings or {}
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        columns = set(reader.fieldnames or [])
+        rows = list(reader)
+    missing = {"clip_id", "split", "arousal", "predicted"} - columns
+    if missing:
+        raise AvemoError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    out = Predictions(
+        approach=approach,
+        variant=variant,
+        seed=settings.get("seed"),
+        path=path,
+        clip_ids=np.array([r["clip_id"] for r in rows], dtype=str),
+        split=np.array([r["split"] for r in rows], dtype=str),
+        lstm_hidden=(settings.get("head") or {}).get("lstm_hidden"),
+    )
+    for task, (true_column, predicted_column) in TASKS.items():
+        if true_column in columns and predicted_column in columns:
+            out.labels[task] = _labels(rows, true_column, path, allow_unknown=task != "arousal")
+            out.predicted[task] = _labels(rows, predicted_column, path, allow_unknown=task != "arousal")
+    return out
+
+
+def _labels(rows: list[dict], column: str, path: Path, allow_unknown: bool) -> np.ndarray:
+    values = np.empty(len(rows), np.int64)
+    for i, row in enumerate(rows):
+        text = (row[column] or "").strip()
+        if allow_unknown and text in ("", "-128"):
+            values[i] = -128
+            continue
+        if text not in ("-1", "0", "1"):
+            raise AvemoError(f"{path}:{i + 2}: {column} must be -1, 0 or 1, got {text!r}")
+        values[i] = int(text)
+    return values

@@ -1,0 +1,284 @@
+"""`avemo predict --run RUN VIDEO...`: class probabilities per second and per clip for new videos.
+
+It sits above the stages (like the CLI) because it chains them: extract's decoding and AlexNets, then
+train's head. Everything comes from the run and its cache, so a prediction is made exactly as the
+cached clips' were:
+
+- RUN/run.json names the cache; CACHE/media/manifest.json holds the decoding settings (1-s segments,
+  key-frame histogram bins, spectrogram settings, image codec: images go through the same codec round
+  trip as the media cache);
+- the AlexNets are CACHE/models/{visual,audio}.pt (fine-tuned per modality), or, for a cache extracted
+  with `--finetune none`, the base AlexNet rebuilt from CACHE/features/manifest.json (`weights`, `seed`);
+  their parameter hashes must equal the ones recorded with the features the head was trained on;
+- RUN/<approach>/model.pt holds the head, its settings and the train split's feature statistics.
+
+Per second t the probabilities are the head's output on seconds 0…t (the LSTM output at step t through
+the MLP and softmax: the paper's "emotion class at each time step"); the clip's are those at its last
+second, which is what `avemo train` writes in predictions.csv for a cached clip. Late fusion combines the
+visual and audio heads per second, p = α·p_audio + (1 − α)·p_visual with α = 0.56 (paper eq. 14).
+A video of any length works: frames are decoded one second at a time, and the key frames and spectrograms
+kept take about 0.3 MB per second of video. One shorter than a second, or unreadable, is reported with its
+reason and the other videos still come out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+
+from avemo.cache import ShardStore
+from avemo.cache.images import ImageBlock
+from avemo.datasets.labels import AROUSAL_NAMES, to_label
+from avemo.errors import AvemoError
+from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, pool5_features, weights_sha256
+from avemo.extract.decode import DecodeSettings
+from avemo.extract.spectrogram import SpectrogramSettings
+from avemo.extract.workers import decode_for_cache
+from avemo.train.heads import EmotionHead, HeadSettings
+from avemo.train.trainer import LATE_ALPHA, Standardiser
+
+MODALITIES = ("visual", "audio")
+
+
+@dataclass
+class VideoPrediction:
+    path: str
+    per_second: np.ndarray  # float [seconds, 3]: class probabilities from seconds 0..t
+    has_audio: bool
+
+    @property
+    def clip(self) -> np.ndarray:
+        return self.per_second[-1]
+
+
+@dataclass
+class Predictions:
+    run: str
+    approach: str
+    videos: list[VideoPrediction] = field(default_factory=list)
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+
+class Head:
+    """One trained head (model.pt) with its feature standardisation."""
+
+    def __init__(self, path: Path, device: str):
+        if not path.is_file():
+            raise AvemoError(f"{path}: no trained head here; train this approach with `avemo train`")
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            settings = HeadSettings(**saved["settings"]["head"])
+            self.model = EmotionHead(settings)
+            self.model.load_state_dict(saved["model"])
+        except (KeyError, TypeError, RuntimeError) as e:
+            raise AvemoError(f"{path}: not a head written by `avemo train` ({str(e).splitlines()[0][:120]})") from None
+        self.model.to(device).eval()
+        norm = saved.get("norm")
+        self.norm = Standardiser(None if norm is None else {k: v.to(device) for k, v in norm.items()})
+        self.device = device
+
+    @torch.inference_mode()
+    def per_second(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
+        """fp16 fc7 [T, 4096] per modality → probabilities [T, 3], step t from seconds 0..t."""
+        v = torch.from_numpy(visual).to(self.device)[None]
+        a = torch.from_numpy(audio).to(self.device)[None]
+        fused = self.model.fuse(self.norm.visual(v), self.norm.audio(a))
+        outputs, _ = self.model.lstm(fused)  # [1, T, hidden]: h_t for every t (eq. 6–11)
+        return torch.softmax(self.model.mlp(outputs[0]), dim=1).float().cpu().numpy()  # eq. 12
+
+
+class Predictor:
+    """Loads a run once; `predict(path)` then decodes, embeds and classifies one video."""
+
+    def __init__(self, run: str | Path, approach: str = "modal", batch_size: int = 64, device: str | None = None):
+        self.run = Path(run)
+        self.approach = approach
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        info_path = self.run / "run.json"
+        if not info_path.is_file():
+            raise AvemoError(f"{info_path}: not found; is {self.run} a run directory of `avemo train`?")
+        cache = Path(json.loads(info_path.read_text())["cache"])
+        head_names = list(MODALITIES) if approach == "late" else [approach]
+        self.heads = [Head(self.run / name / "model.pt", self.device) for name in head_names]
+        self.decode = decode_settings(cache)
+        features = ShardStore(cache / "features", "features").settings
+        if not features:
+            raise AvemoError(f"{cache / 'features'}: no feature manifest; the run's cache is gone or incomplete")
+        self.mode = (features.get("finetune") or {}).get("mode", "none")
+        self.nets = {
+            m: Fc7(model).to(self.device, memory_format=torch.channels_last).eval()
+            for m, model in alexnets(cache, features).items()
+        }
+
+    def predict(self, path: str | Path) -> VideoPrediction:
+        """Probabilities per second and per clip; raises AvemoError with the reason for an unusable file."""
+        path = Path(path)
+        if not path.is_file():
+            raise AvemoError("file not found")
+        with _native_stderr_silenced():  # ffmpeg's and decord's own log lines; the reason comes back as text
+            decoded = decode_for_cache((str(path), self.decode))
+        if isinstance(decoded, str):
+            raise AvemoError(decoded)
+        images = {"visual": block_images(decoded.key_frames), "audio": block_images(decoded.spectrograms)}
+        fc7 = {m: self.features(m, images[m]) for m in MODALITIES}
+        probs = [head.per_second(fc7["visual"], fc7["audio"]) for head in self.heads]
+        per_second = LATE_ALPHA * probs[1] + (1 - LATE_ALPHA) * probs[0] if self.approach == "late" else probs[0]
+        return VideoPrediction(str(path), per_second, decoded.has_audio)
+
+    def features(self, modality: str, images: np.ndarray) -> np.ndarray:
+        """fc7 as extraction computed it: with fine-tuning mode fc, from fp16 pool5 (as cached in CACHE/pool5)."""
+        net = self.nets[modality]
+        if self.mode != "fc":
+            return fc7_features(net, images, self.batch_size, self.device)
+        pool5 = pool5_features(net, images, self.batch_size, self.device)
+        return batched(lambda x: net.fc6_fc7(x.float()), pool5, FC7_DIM, self.batch_size, self.device)
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a while, so that a bad file gives one line, ours, not C logs."""
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no file descriptor 2 to redirect
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def decode_settings(cache: Path) -> DecodeSettings:
+    """The media cache's decoding settings as a DecodeSettings."""
+    settings = ShardStore(cache / "media", "media").settings
+    if not settings:
+        raise AvemoError(f"{cache / 'media'}: no media manifest; the run's cache is gone or incomplete")
+    known = {f.name for f in fields(DecodeSettings)}
+    values = {k: v for k, v in settings.items() if k in known}
+    spectrogram = {k: v for k, v in settings["spectrogram"].items() if k in {f.name for f in fields(SpectrogramSettings)}}
+    return DecodeSettings(**{**values, "spectrogram": SpectrogramSettings(**spectrogram)})
+
+
+def alexnets(cache: Path, features: dict) -> dict[str, torch.nn.Module]:
+    """The AlexNets whose fc7 the heads were trained on, checked against the hashes stored with the features."""
+    tuned = features.get("tuned_sha256")
+    out = {}
+    for modality in MODALITIES:
+        if tuned:
+            path = cache / "models" / f"{modality}.pt"
+            if not path.is_file():
+                raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
+            model, expected = _load_tuned(path), tuned[modality]
+        else:
+            model, expected = build_alexnet(features["weights"], features["seed"]), features.get("weights_sha256")
+        if expected and weights_sha256(model) != expected:
+            raise AvemoError(
+                f"{cache}: the {modality} AlexNet differs from the one that made the features the heads were trained on"
+            )
+        out[modality] = model
+    return out
+
+
+def _load_tuned(path: Path) -> torch.nn.Module:
+    """A tuned AlexNet (3-way fc8) from CACHE/models, without the cost of a random init that is overwritten."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.device("meta"):
+            model = torchvision.models.alexnet(num_classes=state["classifier.6.weight"].shape[0])
+        model.load_state_dict(state, assign=True)
+    except (OSError, RuntimeError, KeyError, TypeError) as e:
+        raise AvemoError(f"{path}: cannot load the fine-tuned AlexNet ({str(e).splitlines()[0][:120]})") from None
+    return model.eval()
+
+
+def block_images(block: ImageBlock) -> np.ndarray:
+    """uint8 images of a block as the media cache would return them (the codec's round trip)."""
+    if block.codec == "raw":
+        return np.asarray(block.data)
+    return np.stack([np.asarray(Image.open(io.BytesIO(blob))) for blob in block.data])
+
+
+def predict_videos(
+    run: str | Path, videos: list[str | Path], approach: str = "modal", batch_size: int = 64, on_error=None
+) -> Predictions:
+    """Predict every video; an unusable one is recorded in `failed` (and passed to `on_error(path, reason)`)."""
+    predictor = Predictor(run, approach, batch_size)
+    out = Predictions(str(run), approach)
+    for video in videos:
+        try:
+            out.videos.append(predictor.predict(video))
+        except AvemoError as e:
+            out.failed.append((str(video), str(e)))
+            if on_error:
+                on_error(str(video), str(e))
+    return out
+
+
+def _probabilities(p: np.ndarray) -> dict[str, float]:
+    return {name: round(float(v), 6) for name, v in zip(AROUSAL_NAMES, p)}
+
+
+def to_json(result: Predictions) -> str:
+    """{"videos": [{"path", "seconds", "clip": {...}, "per_second": [...]}], "failed": [...]} (arousal)."""
+    videos = []
+    for v in result.videos:
+        videos.append(
+            {
+                "path": v.path,
+                "seconds": len(v.per_second),
+                "has_audio": v.has_audio,
+                "clip": {
+                    "arousal": to_label(int(v.clip.argmax())),
+                    "class": AROUSAL_NAMES[int(v.clip.argmax())],
+                    "probabilities": _probabilities(v.clip),
+                },
+                "per_second": [
+                    {
+                        "second": t,
+                        "arousal": to_label(int(p.argmax())),
+                        "class": AROUSAL_NAMES[int(p.argmax())],
+                        "probabilities": _probabilities(p),
+                    }
+                    for t, p in enumerate(v.per_second)
+                ],
+            }
+        )
+    failed = [{"path": path, "reason": reason} for path, reason in result.failed]
+    document = {
+        "run": result.run,
+        "approach": result.approach,
+        "classes": list(AROUSAL_NAMES),
+        "videos": videos,
+        "failed": failed,
+    }
+    return json.dumps(document, indent=1) + "\n"
+
+
+def to_csv(result: Predictions) -> str:
+    """One row per second and one per clip (`second` = clip): path,second,arousal,class,p_calm,p_neutral,p_active."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["path", "second", "arousal", "class", *(f"p_{n}" for n in AROUSAL_NAMES)])
+    for v in result.videos:
+        rows = [(str(t), p) for t, p in enumerate(v.per_second)] + [("clip", v.clip)]
+        for second, p in rows:
+            k = int(p.argmax())
+            writer.writerow([v.path, second, to_label(k), AROUSAL_NAMES[k], *(f"{x:.6f}" for x in p)])
+    return buffer.getvalue()
