@@ -94,7 +94,10 @@ class Head:
         """fp16 fc7 [T, 4096] per modality → probabilities [T, 3], step t from seconds 0..t."""
         v = torch.from_numpy(visual).to(self.device)[None]
         a = torch.from_numpy(audio).to(self.device)[None]
-        fused = self.model.fuse(self.norm.visual(v), self.norm.audio(a))
+        visual_z, audio_z = self.norm.visual(v), self.norm.audio(a)
+        if self.norm.stats is not None:  # the trainer feeds the head z-scores stored in fp16
+            visual_z, audio_z = visual_z.half().float(), audio_z.half().float()
+        fused = self.model.fuse(visual_z, audio_z)
         outputs, _ = self.model.lstm(fused)  # [1, T, hidden]: h_t for every t (eq. 6–11)
         return torch.softmax(self.model.mlp(outputs[0]), dim=1).float().cpu().numpy()  # eq. 12
 

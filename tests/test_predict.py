@@ -50,7 +50,7 @@ def test_a_cached_clip_gets_the_probabilities_train_wrote(run):
     for clip in ("v/b.mp4", "v/t.mp4"):
         got = predictor.predict(run / clip)
         expected = [float(written[clip][f"p_{n}"]) for n in ("calm", "neutral", "active")]
-        np.testing.assert_allclose(got.clip, expected, atol=2e-3)
+        np.testing.assert_allclose(got.clip, expected, atol=5e-4)
         assert len(got.per_second) == {"v/b.mp4": 3, "v/t.mp4": 2}[clip]
 
 
