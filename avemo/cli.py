@@ -1,4 +1,4 @@
-"""The `avemo` command: sample | datasets | extract | train | evaluate | bench."""
+"""The `avemo` command: sample | datasets | extract | train | evaluate | predict | bench."""
 
 from __future__ import annotations
 
@@ -160,11 +160,54 @@ def train(
 @click.option(
     "--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`."
 )
-def evaluate(run_dir: Path) -> None:
-    """Score the run on the test split next to the majority-class baseline; write results.json, report.md."""
+@click.option("--bootstrap", default=1000, show_default=True, type=click.IntRange(min=100), help="Bootstrap resamples (95% CI).")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap resampling.")
+@click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
+def evaluate(run_dir: Path, bootstrap: int, seed: int, no_plots: bool) -> None:
+    """Score the run's test predictions next to the majority-class baseline (accuracy with 95% CI, balanced
+    accuracy, macro-F1, per-class precision/recall, McNemar tests); write results.json, results.csv,
+    report.md, plots/*.png and mediaeval/*.txt run files into RUN, and print the table."""
     from avemo.evaluate.report import evaluate as run_evaluate
 
-    run_evaluate(run_dir)
+    run_evaluate(run_dir, resamples=bootstrap, seed=seed, plots=not no_plots)
+
+
+@main.command()
+@click.option(
+    "--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`."
+)
+@click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option(
+    "--approach",
+    default="modal",
+    show_default=True,
+    help="Head to use: a folder of RUN (visual, audio, early, modal, ...); late = visual and audio heads, α = 0.56.",
+)
+@click.option("--format", "fmt", default="json", show_default=True, type=click.Choice(["json", "csv"]))
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
+def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, output: Path | None, batch_size: int) -> None:
+    """Arousal probabilities per second and per clip for new VIDEOs, with the run's AlexNets and head.
+
+    A file that cannot be used gets one `Error:` line on stderr; the others still come out, and the exit
+    status is 1 if any failed."""
+    from avemo.predict import predict_videos, to_csv, to_json
+
+    result = predict_videos(
+        run_dir,
+        list(videos),
+        approach,
+        batch_size,
+        on_error=lambda path, reason: click.echo(f"Error: {path}: {reason}", err=True),
+    )
+    text = to_json(result) if fmt == "json" else to_csv(result)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text)
+        click.echo(f"predict: {len(result.videos)} videos → {output}", err=True)
+    if result.failed:
+        raise click.exceptions.Exit(1)
 
 
 @main.group()
@@ -186,6 +229,18 @@ def summary(group: str | None, **dataset_options) -> None:
 @main.group()
 def bench() -> None:
     """Benchmarks that report speed as ratios measured in one run."""
+
+
+@bench.command("train")
+@click.option(
+    "--clips", default=10900, show_default=True, type=click.IntRange(min=10), help="Synthetic clips (MediaEval: 10,900)."
+)
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+def bench_train_command(clips: int, batch_size: int) -> None:
+    """Time one modal-fusion epoch against the bare matmuls it needs; print `ratio: epoch/matmuls`."""
+    from avemo.train.bench import bench_train
+
+    bench_train(clips=clips, batch_size=batch_size)
 
 
 @bench.command("extract")
