@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -141,19 +140,39 @@ def extract(
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1))
 @click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
-@click.option("--lstm-hidden", default=256, show_default=True, type=click.IntRange(min=1), help="LSTM units (paper: 256).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option(
+    "--lstm-hidden",
+    default="256",
+    show_default=True,
+    help="LSTM units (paper: 256); a comma list such as 64,128,256,512 runs the paper's Fig. 2 sweep.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
+@click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat with seeds SEED … SEED+N-1.")
 def train(
-    cache: Path, run_dir: Path, approach: str, epochs: int, lr: float, batch_size: int, lstm_hidden: int, seed: int
+    cache: Path,
+    run_dir: Path,
+    approach: str,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    lstm_hidden: str,
+    seed: int,
+    seeds: int,
 ) -> None:
     """Train the paper's heads on the cache's train split; write predictions into RUN."""
+    try:
+        sizes = [int(v) for v in lstm_hidden.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{lstm_hidden!r} is not a comma list of integers", param_hint="--lstm-hidden") from None
+    if min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise click.BadParameter("sizes must be positive and distinct", param_hint="--lstm-hidden")
     from avemo.train.heads import APPROACHES
     from avemo.train.trainer import TrainSettings
     from avemo.train.trainer import train as run_train
 
     settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
-    settings = replace(settings, head=replace(settings.head, lstm_hidden=lstm_hidden))
-    run_train(cache, run_dir, list(APPROACHES) if approach == "all" else [approach], settings)
+    approaches = list(APPROACHES) if approach == "all" else [approach]
+    run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes)
 
 
 @main.command()

@@ -95,3 +95,26 @@ def test_training_is_reproducible_for_a_seed(tmp_path, trained):
 def test_empty_cache_is_one_clear_error(tmp_path):
     with pytest.raises(AvemoError, match="no features shards here; run `avemo extract` first"):
         train(tmp_path, tmp_path / "run", ["modal"])
+
+
+def test_seeds_and_lstm_sweep_write_the_layout_evaluate_reads(tmp_path):
+    from click.testing import CliRunner
+
+    from avemo.cli import main
+
+    cache = write_feature_cache(tmp_path / "cache", n_clips=30)
+    run = tmp_path / "run"
+    args = ["train", "--cache", cache, "--run", run, "--approach", "modal", "--epochs", "2", "--seeds", "2", "--seed", "3"]
+    result = CliRunner().invoke(main, [str(a) for a in args + ["--lstm-hidden", "64,256"]])
+    assert result.exit_code == 0, result.output
+    for folder in ("modal", "modal-lstm64"):
+        for seed in (3, 4):
+            settings = json.loads((run / folder / f"seed-{seed}" / "settings.json").read_text())
+            assert settings["seed"] == seed and settings["head"]["lstm_hidden"] == (64 if "64" in folder else 256)
+            assert (run / folder / f"seed-{seed}" / "predictions.csv").is_file()
+    results = evaluate(run)
+    assert (run / "plots" / "fig2-lstm-hidden-arousal.png").is_file()  # the paper's Fig. 2
+    assert "±" in (run / "report.md").read_text()  # mean ± std over the seeds
+    assert results["approaches"]["modal"]["accuracy"] >= 0
+    bad = CliRunner().invoke(main, [str(a) for a in args + ["--lstm-hidden", "64,x"]])
+    assert bad.exit_code == 2 and "comma list of integers" in bad.output

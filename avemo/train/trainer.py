@@ -40,36 +40,56 @@ class TrainSettings:
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def train(cache: str | Path, run: str | Path, approaches: list[str], settings: TrainSettings = TrainSettings()) -> Path:
-    """Train each approach (late fusion reuses or trains the visual and audio models)."""
+def train(
+    cache: str | Path,
+    run: str | Path,
+    approaches: list[str],
+    settings: TrainSettings = TrainSettings(),
+    seeds: list[int] | None = None,
+    lstm_sizes: list[int] | None = None,
+) -> Path:
+    """Train each approach (late fusion reuses or trains the visual and audio models), for every seed and
+    LSTM size asked for.
+
+    Layout (what `avemo evaluate` reads): RUN/<approach>/, and in a sweep of LSTM sizes (Fig. 2)
+    RUN/<approach>-lstm<N>/ for every size but the paper's 256; with several seeds, one `seed-<s>/` folder
+    per seed inside. Each holds settings.json, log.csv, model.pt (not for late) and predictions.csv."""
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
+    seeds = seeds or [settings.seed]
+    lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
     data = load_features(cache)
+    settings = replace(settings, head=replace(settings.head, feature_dim=data.visual.shape[1]))  # the cache's, e.g. 4096
     # z-score once, in place (the statistics come from the train split and are the same for every approach)
     norm = Standardiser.fit(data, settings.feature_norm, "cpu")
     norm.normalise_in_place(data)
     train_labels = data.labels[data.subset("train")]
     counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
-    (run / "run.json").write_text(
-        json.dumps({"cache": str(Path(cache).resolve()), "approaches": approaches, "train_counts": counts}, indent=1)
-    )
-    probabilities: dict[str, np.ndarray] = {}
+    info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
+    (run / "run.json").write_text(json.dumps({**info, "train_counts": counts}, indent=1))
     order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and "late" in approaches)]
-    for approach in order:
-        out = run / approach
-        out.mkdir(exist_ok=True)
-        approach_settings = replace(settings, head=replace(settings.head, approach=approach))
-        (out / "settings.json").write_text(json.dumps(asdict(approach_settings), indent=1))
-        if approach == "late":
-            probs = LATE_ALPHA * probabilities["audio"] + (1 - LATE_ALPHA) * probabilities["visual"]
-        else:
-            probs = fit(data, approach_settings, out, norm)
-        probabilities[approach] = probs
-        write_predictions(out / "predictions.csv", data, probs)
-        test = data.subset("test")
-        if len(test):
-            accuracy = (probs[test.numpy()].argmax(1) == data.labels[test].numpy()).mean()
-            print(f"{approach}: test accuracy {100 * accuracy:.2f}% on {len(test)} clips")
+    for size in lstm_sizes:
+        for seed in seeds:
+            probabilities: dict[str, np.ndarray] = {}
+            for approach in order:
+                main_row = len(lstm_sizes) == 1 or size == HeadSettings.lstm_hidden
+                folder = approach if main_row else f"{approach}-lstm{size}"
+                out = run / folder / (f"seed-{seed}" if len(seeds) > 1 else "")
+                out.mkdir(parents=True, exist_ok=True)
+                head = replace(settings.head, approach=approach, lstm_hidden=size)
+                approach_settings = replace(settings, head=head, seed=seed)
+                (out / "settings.json").write_text(json.dumps(asdict(approach_settings), indent=1))
+                if approach == "late":
+                    probs = LATE_ALPHA * probabilities["audio"] + (1 - LATE_ALPHA) * probabilities["visual"]
+                else:
+                    probs = fit(data, approach_settings, out, norm)
+                probabilities[approach] = probs
+                write_predictions(out / "predictions.csv", data, probs)
+                test = data.subset("test")
+                if len(test):
+                    accuracy = (probs[test.numpy()].argmax(1) == data.labels[test].numpy()).mean()
+                    name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
+                    print(f"{name}: test accuracy {100 * accuracy:.2f}% on {len(test)} clips")
     return run
 
 
