@@ -35,11 +35,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchvision
-from PIL import Image
 
 from avemo.cache import ShardStore
-from avemo.cache.images import ImageBlock
+from avemo.cache.images import decode_block
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, pool5_features, weights_sha256
@@ -135,7 +133,7 @@ class Predictor:
             decoded = decode_for_cache((str(path), self.decode))
         if isinstance(decoded, str):
             raise AvemoError(decoded)
-        images = {"visual": block_images(decoded.key_frames), "audio": block_images(decoded.spectrograms)}
+        images = {"visual": decode_block(decoded.key_frames), "audio": decode_block(decoded.spectrograms)}
         fc7 = {m: self.features(m, images[m]) for m in MODALITIES}
         probs = [head.per_second(fc7["visual"], fc7["audio"]) for head in self.heads]
         per_second = LATE_ALPHA * probs[1] + (1 - LATE_ALPHA) * probs[0] if self.approach == "late" else probs[0]
@@ -188,7 +186,7 @@ def alexnets(cache: Path, features: dict) -> dict[str, torch.nn.Module]:
             path = cache / "models" / f"{modality}.pt"
             if not path.is_file():
                 raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
-            model, expected = _load_tuned(path), tuned[modality]
+            model, expected = build_alexnet(str(path)), tuned[modality]
         else:
             model, expected = build_alexnet(features["weights"], features["seed"]), features.get("weights_sha256")
         if expected and weights_sha256(model) != expected:
@@ -197,25 +195,6 @@ def alexnets(cache: Path, features: dict) -> dict[str, torch.nn.Module]:
             )
         out[modality] = model
     return out
-
-
-def _load_tuned(path: Path) -> torch.nn.Module:
-    """A tuned AlexNet (3-way fc8) from CACHE/models, without the cost of a random init that is overwritten."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        with torch.device("meta"):
-            model = torchvision.models.alexnet(num_classes=state["classifier.6.weight"].shape[0])
-        model.load_state_dict(state, assign=True)
-    except (OSError, RuntimeError, KeyError, TypeError) as e:
-        raise AvemoError(f"{path}: cannot load the fine-tuned AlexNet ({str(e).splitlines()[0][:120]})") from None
-    return model.eval()
-
-
-def block_images(block: ImageBlock) -> np.ndarray:
-    """uint8 images of a block as the media cache would return them (the codec's round trip)."""
-    if block.codec == "raw":
-        return np.asarray(block.data)
-    return np.stack([np.asarray(Image.open(io.BytesIO(blob))) for blob in block.data])
 
 
 def predict_videos(

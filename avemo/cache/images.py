@@ -72,8 +72,16 @@ def read_images(f: h5py.File, name: str, rows: slice | np.ndarray | None = None)
     selection = slice(None) if rows is None else rows
     if dataset.attrs.get("codec", "raw") == "raw":
         return dataset[selection]
-    blobs = dataset[selection]
-    out = np.empty((len(blobs), *dataset.attrs["image_shape"]), np.uint8)
+    return _decode(dataset[selection], tuple(dataset.attrs["image_shape"]))
+
+
+def decode_block(block: ImageBlock) -> np.ndarray:
+    """The uint8 images of a block, as the media cache would return them (the codec's round trip)."""
+    return np.asarray(block.data) if block.codec == "raw" else _decode(block.data, block.shape)
+
+
+def _decode(blobs, shape: tuple[int, ...]) -> np.ndarray:
+    out = np.empty((len(blobs), *shape), np.uint8)
     for i, blob in enumerate(blobs):
-        out[i] = np.asarray(Image.open(io.BytesIO(blob.tobytes())))
+        out[i] = np.asarray(Image.open(io.BytesIO(blob if isinstance(blob, bytes) else blob.tobytes())))
     return out

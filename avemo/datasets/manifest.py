@@ -12,7 +12,8 @@ import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avemo.datasets.labels import LABEL_VALUES, SPLITS
+from avemo.datasets.labels import SPLITS
+from avemo.datasets.textfile import label
 from avemo.errors import AvemoError
 
 REQUIRED_COLUMNS = ("path", "arousal", "valence", "split")
@@ -30,15 +31,7 @@ class Clip:
 
 def _label(value: str, where: str, column: str, optional: bool = False) -> int | None:
     value = value.strip()
-    if value == "" and optional:
-        return None
-    try:
-        label = int(float(value))
-    except (ValueError, OverflowError):  # not a number, or inf
-        label = None
-    if label not in LABEL_VALUES or float(value) != label:
-        raise AvemoError(f"{where}: {column} must be -1, 0 or 1, got {value!r}")
-    return label
+    return None if value == "" and optional else label(value, where, column)
 
 
 def read_manifest(csv_path: str | Path) -> list[Clip]:

@@ -30,27 +30,27 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
     """An AlexNet in eval mode with the requested weights (see module docstring)."""
     if weights == "imagenet":
         return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = torchvision.models.alexnet(weights=None)
     if weights == "none":
-        return model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return torchvision.models.alexnet(weights=None).eval()
     path = Path(weights)
     if not path.is_file():
         raise AvemoError(f"--weights {weights}: not 'imagenet', 'none' or an existing state-dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise AvemoError(f"--weights {path}: cannot load a state dict ({type(e).__name__})") from None
+        raise AvemoError(f"{path}: cannot load a state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     last = state.get("classifier.6.weight") if isinstance(state, dict) else None
-    if last is not None and last.shape[0] != model.classifier[6].out_features:
-        model.classifier[6] = torch.nn.Linear(FC7_DIM, last.shape[0])
     try:
-        model.load_state_dict(state)
+        # Built on the meta device and filled by the state dict itself: no random init to overwrite.
+        with torch.device("meta"):
+            model = torchvision.models.alexnet(num_classes=1000 if last is None else last.shape[0])
+        model.load_state_dict(state, assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
-        raise AvemoError(f"--weights {path}: not an AlexNet state dict ({str(e).splitlines()[0][:120]})") from None
+        raise AvemoError(f"{path}: not an AlexNet state dict ({str(e).splitlines()[0][:120]})") from None
     return model.eval()
 
 
