@@ -133,13 +133,20 @@ def extract(
 @click.option(
     "--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache written by `avemo extract`."
 )
-@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory to write.")
+@click.option(
+    "--run",
+    "--run-dir",
+    "run_dir",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Run directory to write (under torchrun write --run-dir: torchrun takes --run for its --run-path).",
+)
 @click.option(
     "--approach", default="modal", show_default=True, type=click.Choice(["visual", "audio", "early", "late", "modal", "all"])
 )
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
 @click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Clips per minibatch.")
 @click.option(
     "--lstm-hidden",
     default="256",
@@ -148,31 +155,94 @@ def extract(
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat with seeds SEED … SEED+N-1.")
+@click.option(
+    "--validation",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Fraction of the train clips held out (whole movies when known) to select the epoch; 0 keeps the last epoch.",
+)
+@click.option(
+    "--select",
+    default="loss",
+    show_default=True,
+    type=click.Choice(["loss", "accuracy", "last"]),
+    help="Keep the epoch with the best validation loss or accuracy, or the last.",
+)
+@click.option(
+    "--patience",
+    default=10,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Stop after N epochs without a better validation score (0: never early).",
+)
+@click.option(
+    "--supervise",
+    default="last",
+    show_default=True,
+    type=click.Choice(["last", "every"]),
+    help="Loss on each clip's last second, or on every second.",
+)
+@click.option(
+    "--class-weights",
+    default="none",
+    show_default=True,
+    type=click.Choice(["none", "balanced"]),
+    help="Weight the loss by inverse class frequency.",
+)
+@click.option(
+    "--alpha",
+    default="learned",
+    show_default=True,
+    type=click.Choice(["learned", "fixed"]),
+    help="Modal fusion weights α_a, α_v of eq. 3.",
+)
+@click.option(
+    "--alpha-audio", default=0.5, show_default=True, type=float, help="α_a: start value, or the value with --alpha fixed."
+)
+@click.option(
+    "--alpha-visual", default=0.5, show_default=True, type=float, help="α_v: start value, or the value with --alpha fixed."
+)
+@click.option("--clip-grad", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Max gradient norm (0: off).")
+@click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
+@click.option(
+    "--memory",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "ram", "mmap"]),
+    help="Features in RAM, or memory-mapped from a copy in RUN (auto: mmap when larger than half the free memory).",
+)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present).")
 def train(
     cache: Path,
     run_dir: Path,
     approach: str,
-    epochs: int,
-    lr: float,
-    batch_size: int,
     lstm_hidden: str,
     seed: int,
     seeds: int,
+    alpha: str,
+    alpha_audio: float,
+    alpha_visual: float,
+    memory: str,
+    device: str | None,
+    **options,
 ) -> None:
-    """Train the paper's heads on the cache's train split; write predictions into RUN."""
+    """Train the paper's heads on the cache's train split; write predictions into RUN (an interrupted run
+    resumes when started again with the same command)."""
     try:
         sizes = [int(v) for v in lstm_hidden.split(",")]
     except ValueError:
         raise click.BadParameter(f"{lstm_hidden!r} is not a comma list of integers", param_hint="--lstm-hidden") from None
     if min(sizes) < 1 or len(set(sizes)) != len(sizes):
         raise click.BadParameter("sizes must be positive and distinct", param_hint="--lstm-hidden")
-    from avemo.train.heads import APPROACHES
+    from avemo.train.heads import APPROACHES, HeadSettings
     from avemo.train.trainer import TrainSettings
     from avemo.train.trainer import train as run_train
 
-    settings = TrainSettings(epochs=epochs, lr=lr, batch_size=batch_size, seed=seed)
+    head = HeadSettings(alpha_audio=alpha_audio, alpha_visual=alpha_visual, learn_alpha=alpha == "learned")
+    settings = TrainSettings(head=head, seed=seed, **options, **({"device": device} if device else {}))
     approaches = list(APPROACHES) if approach == "all" else [approach]
-    run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes)
+    run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes, memory=memory)
 
 
 @main.command()

@@ -44,8 +44,9 @@ from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_feat
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.spectrogram import SpectrogramSettings
 from avemo.extract.workers import decode_for_cache
+from avemo.train.data import Standardiser
 from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import LATE_ALPHA, Standardiser
+from avemo.train.trainer import late_fusion
 
 MODALITIES = ("visual", "audio")
 
@@ -88,16 +89,15 @@ class Head:
         self.device = device
 
     @torch.inference_mode()
-    def per_second(self, visual: np.ndarray, audio: np.ndarray) -> np.ndarray:
+    def per_second(self, visual: np.ndarray, audio: np.ndarray, has_audio: bool) -> np.ndarray:
         """fp16 fc7 [T, 4096] per modality → probabilities [T, 3], step t from seconds 0..t."""
-        v = torch.from_numpy(visual).to(self.device)[None]
-        a = torch.from_numpy(audio).to(self.device)[None]
-        visual_z, audio_z = self.norm.visual(v), self.norm.audio(a)
-        if self.norm.stats is not None:  # the trainer feeds the head z-scores stored in fp16
-            visual_z, audio_z = visual_z.half().float(), audio_z.half().float()
-        fused = self.model.fuse(visual_z, audio_z)
-        outputs, _ = self.model.lstm(fused)  # [1, T, hidden]: h_t for every t (eq. 6–11)
-        return torch.softmax(self.model.mlp(outputs[0]), dim=1).float().cpu().numpy()  # eq. 12
+        inputs = []
+        for name, values in (("visual", visual), ("audio", audio)):
+            z = self.norm.apply(name, torch.from_numpy(values).to(self.device))
+            inputs.append(z.half().float() if self.norm.stats is not None else z)  # the trainer's fp16 z-scores
+        lengths, mask = torch.tensor([len(visual)]), torch.tensor([has_audio])
+        logits = self.model(*inputs, lengths, mask, per_step=True)  # h_t for every t (eq. 6–11) → MLP
+        return torch.softmax(logits, dim=1).float().cpu().numpy()  # eq. 12
 
 
 class Predictor:
@@ -135,8 +135,9 @@ class Predictor:
             raise AvemoError(decoded)
         images = {"visual": decode_block(decoded.key_frames), "audio": decode_block(decoded.spectrograms)}
         fc7 = {m: self.features(m, images[m]) for m in MODALITIES}
-        probs = [head.per_second(fc7["visual"], fc7["audio"]) for head in self.heads]
-        per_second = LATE_ALPHA * probs[1] + (1 - LATE_ALPHA) * probs[0] if self.approach == "late" else probs[0]
+        probs = [head.per_second(fc7["visual"], fc7["audio"], decoded.has_audio) for head in self.heads]
+        late = self.approach == "late"
+        per_second = late_fusion(probs[1], probs[0], np.full(len(probs[0]), decoded.has_audio)) if late else probs[0]
         return VideoPrediction(str(path), per_second, decoded.has_audio)
 
     def features(self, modality: str, images: np.ndarray) -> np.ndarray:

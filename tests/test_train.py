@@ -2,9 +2,17 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from avemo.cache import ShardStore
 from avemo.errors import AvemoError
@@ -19,8 +27,11 @@ SETTINGS = TrainSettings(
 )
 
 
-def write_feature_cache(folder, n_clips=150, seed=0):
-    """Features whose class needs both modalities: level_v in the visual, level_a in the audio rows."""
+def write_feature_cache(folder, n_clips=150, seed=0, movies=False, silent=(), test_shift=0.0):
+    """Features whose class needs both modalities: level_v in the visual, level_a in the audio rows.
+
+    movies: clips carry a movie (10 clips each); silent: clip numbers without an audio stream; test_shift:
+    added to the test clips' features and their labels rotated (what must not change a trained model)."""
     rng = np.random.default_rng(seed)
     store = ShardStore(folder / "features", "features")
     store.check_settings({"synthetic": True})
@@ -30,21 +41,30 @@ def write_feature_cache(folder, n_clips=150, seed=0):
         total = levels.sum(1)
         arousal = np.where(total <= 1, -1, np.where(total == 2, 0, 1))
         lengths = rng.integers(3, 9, size=per_shard)
+        split = np.array(["test" if i % 3 == 0 else "train" for i in range(per_shard)])
+        number = shard * per_shard + np.arange(per_shard)
+        has_audio = ~np.isin(number, list(silent))
         seconds = {"visual": [], "audio": []}
-        for (lv, la), n in zip(levels, lengths):
+        for (lv, la), n, test, heard in zip(levels, lengths, split == "test", has_audio):
             for name, level in (("visual", lv), ("audio", la)):
                 x = rng.normal(0, 1, size=(n, DIM))
                 x[:, level] += 5  # one-hot level in every second
-                seconds[name].append(x.astype(np.float16))
+                if name == "audio" and not heard:
+                    x[:] = 0
+                seconds[name].append((x + test_shift * test).astype(np.float16))
+        if test_shift:
+            arousal = np.where(split == "test", (arousal + 2) % 3 - 1, arousal)
         index = {
             "clip_id": np.array([f"s{shard}/c{i}.mp4" for i in range(per_shard)]),
             "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]),
             "n_seconds": lengths,
             "arousal": arousal.astype(np.int8),
             "valence": np.full(per_shard, -128, np.int8),
-            "split": np.array(["test" if i % 3 == 0 else "train" for i in range(per_shard)]),
-            "has_audio": np.ones(per_shard, np.uint8),
+            "split": split,
+            "has_audio": has_audio.astype(np.uint8),
         }
+        if movies:
+            index["group"] = np.array([f"movie{n // 10}" for n in number])
         store.add_shard(index, {k: np.concatenate(v) for k, v in seconds.items()})
     return folder
 
@@ -61,9 +81,16 @@ def test_run_directory_holds_settings_logs_models_and_predictions(trained):
     info = json.loads((trained / "run.json").read_text())
     assert sum(info["train_counts"].values()) == 99
     for approach in ("visual", "audio", "early", "modal"):
-        assert {p.name for p in (trained / approach).iterdir()} == {"settings.json", "log.csv", "model.pt", "predictions.csv"}
-        losses = [float(r["train_loss"]) for r in csv.DictReader(open(trained / approach / "log.csv"))]
-        assert len(losses) == 40 and losses[-1] < losses[0]
+        files = {p.name for p in (trained / approach).iterdir()}
+        assert files == {"settings.json", "log.csv", "model.pt", "last.pt", "predictions.csv"}
+        log = list(csv.DictReader(open(trained / approach / "log.csv")))
+        assert set(log[0]) == {"epoch", "train_loss", "validation_loss", "validation_accuracy"}
+        assert 10 < len(log) <= 40 and float(log[-1]["train_loss"]) < float(log[0]["train_loss"])
+        # model.pt is the epoch of the lowest validation loss, with what it takes to resume or audit it
+        best = min(log, key=lambda r: float(r["validation_loss"]))
+        saved = torch.load(trained / approach / "model.pt", weights_only=True)
+        assert saved["epoch"] == int(best["epoch"]) and {"model", "optimizer", "settings", "norm"} <= set(saved)
+        assert saved["validation"] == info["validation_clips"] and 9 <= len(saved["validation"]) <= 11  # 10% of 99
         assert json.loads((trained / approach / "settings.json").read_text())["head"]["approach"] == approach
     rows = list(csv.DictReader(open(trained / "late" / "predictions.csv")))
     assert len(rows) == 150 and {r["arousal"] for r in rows} <= {"-1", "0", "1"}
@@ -85,6 +112,17 @@ def test_late_fusion_is_eq_14_over_the_single_modality_models(trained):
         return np.array([[float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")] for r in rows])
 
     np.testing.assert_allclose(probs("late"), 0.56 * probs("audio") + 0.44 * probs("visual"), atol=2e-6)
+
+
+def test_the_test_split_never_changes_the_model(tmp_path, trained):
+    """Other test features and labels: the same weights, epochs and validation scores (test is only predicted)."""
+    cache = write_feature_cache(tmp_path / "cache", test_shift=3.0)
+    train(cache, tmp_path / "run", ["modal"], SETTINGS)
+    ours, theirs = (torch.load(r / "modal" / "model.pt", weights_only=True) for r in (tmp_path / "run", trained))
+    assert ours["epoch"] == theirs["epoch"]
+    for name, value in theirs["model"].items():
+        torch.testing.assert_close(ours["model"][name], value, rtol=0, atol=0)
+    assert (tmp_path / "run" / "modal" / "log.csv").read_text() == (trained / "modal" / "log.csv").read_text()
 
 
 def test_training_is_reproducible_for_a_seed(tmp_path, trained):
@@ -118,3 +156,105 @@ def test_seeds_and_lstm_sweep_write_the_layout_evaluate_reads(tmp_path):
     assert results["approaches"]["modal"]["accuracy"] >= 0
     bad = CliRunner().invoke(main, [str(a) for a in args + ["--lstm-hidden", "64,x"]])
     assert bad.exit_code == 2 and "comma list of integers" in bad.output
+
+
+def test_validation_takes_whole_movies_and_silent_clips_teach_no_audio(tmp_path):
+    silent = {1, 2, 4, 5, 7}  # train clips (every third clip is a test clip)
+    cache = write_feature_cache(tmp_path / "cache", n_clips=60, movies=True, silent=silent)
+    run = tmp_path / "run"
+    settings = replace(SETTINGS, epochs=3, validation=0.25)
+    train(cache, run, ["late"], settings)
+    info = json.loads((run / "run.json").read_text())
+    movie = {f"s{n // 20}/c{n % 20}.mp4": f"movie{n // 10}" for n in range(60)}
+    held_out = {movie[c] for c in info["validation_clips"]}
+    fitted = torch.load(run / "visual" / "last.pt", weights_only=True)["fitting"]
+    assert held_out and not held_out & {movie[c] for c in fitted}  # no movie on both sides
+    assert len(fitted) + len(info["validation_clips"]) == 39  # 13 train clips per shard
+    audio_fitted = torch.load(run / "audio" / "last.pt", weights_only=True)["fitting"]
+    silent_ids = {f"s{n // 20}/c{n % 20}.mp4" for n in silent}
+    assert set(audio_fitted) == set(fitted) - silent_ids  # blank spectrograms never train the audio model
+
+    def probs(approach):
+        return {
+            r["clip_id"]: np.array([float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")])
+            for r in csv.DictReader(open(run / approach / "predictions.csv"))
+        }
+
+    late, visual = probs("late"), probs("visual")
+    for clip in silent_ids:
+        np.testing.assert_allclose(late[clip], visual[clip], atol=2e-6)  # late fusion without sound: visual only
+
+
+def test_options_per_step_supervision_class_weights_fixed_alpha_clipping(tmp_path):
+    cache = write_feature_cache(tmp_path / "cache", n_clips=90)
+    head = replace(SETTINGS.head, alpha_audio=0.56, alpha_visual=0.44, learn_alpha=False)
+    settings = replace(SETTINGS, head=head, supervise="every", class_weights="balanced", clip_grad=1.0, epochs=60)
+    train(cache, tmp_path / "run", ["modal"], settings)
+    saved = torch.load(tmp_path / "run" / "modal" / "model.pt", weights_only=True)
+    assert float(saved["model"]["alpha_audio"]) == pytest.approx(0.56)  # fixed, not learned
+    assert saved["settings"]["supervise"] == "every" and saved["settings"]["class_weights"] == "balanced"
+    results = evaluate(tmp_path / "run")
+    assert results["approaches"]["modal"]["accuracy"] >= results["majority_accuracy"] + 0.25
+    with pytest.raises(AvemoError, match="supervise 'all': must be one of last, every"):
+        replace(settings, supervise="all")
+
+
+def test_memory_mapped_features_train_the_same_model(tmp_path, trained):
+    cache = json.loads((trained / "run.json").read_text())["cache"]
+    train(cache, tmp_path / "run", ["visual"], SETTINGS, memory="mmap")
+    assert (tmp_path / "run" / "visual" / "predictions.csv").read_text() == (trained / "visual" / "predictions.csv").read_text()
+    assert not list((tmp_path / "run").glob(".features*"))  # the mapped copy is removed at the end
+
+
+RESUME = """
+import sys
+from dataclasses import replace
+from test_train import SETTINGS
+from avemo.train.trainer import train
+train(sys.argv[1], sys.argv[2], ["modal"], replace(SETTINGS, epochs=60, patience=0, validation=0.1))
+"""
+
+
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    cache = write_feature_cache(tmp_path / "cache", n_clips=90)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+
+    def run(folder, kill_after_epoch=None):
+        command = [sys.executable, "-c", RESUME, str(cache), str(folder)]
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        last = folder / "modal" / "last.pt"
+        while kill_after_epoch is not None and process.poll() is None:
+            try:
+                if torch.load(last, weights_only=True)["progress"]["epoch"] >= kill_after_epoch:
+                    process.send_signal(signal.SIGKILL)
+                    break
+            except (FileNotFoundError, RuntimeError, EOFError):
+                pass
+            time.sleep(0.01)
+        return process.wait(timeout=600)
+
+    assert run(tmp_path / "killed", kill_after_epoch=5) == -signal.SIGKILL
+    epoch = torch.load(tmp_path / "killed" / "modal" / "last.pt", weights_only=True)["progress"]["epoch"]
+    assert 5 <= epoch < 60
+    assert run(tmp_path / "killed") == 0
+    assert run(tmp_path / "whole") == 0
+    for name in ("log.csv", "predictions.csv"):
+        assert (tmp_path / "killed" / "modal" / name).read_text() == (tmp_path / "whole" / "modal" / name).read_text()
+    killed, whole = (torch.load(tmp_path / r / "modal" / "model.pt", weights_only=True) for r in ("killed", "whole"))
+    for name, value in whole["model"].items():
+        torch.testing.assert_close(killed["model"][name], value, rtol=0, atol=0)
+
+
+def test_two_process_torchrun_training(tmp_path):
+    cache = write_feature_cache(tmp_path / "cache", n_clips=60)
+    avemo = Path(sys.executable).parent / "avemo"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(avemo), "train"]
+    command += ["--cache", str(cache), "--run-dir", str(tmp_path / "run"), "--approach", "late", "--epochs", "3"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 0/2] late:" in result.stdout and "[rank 1/2] late:" in result.stdout
+    for approach in ("visual", "audio", "late"):
+        rows = list(csv.DictReader(open(tmp_path / "run" / approach / "predictions.csv")))
+        assert len(rows) == 60
+    log = list(csv.DictReader(open(tmp_path / "run" / "visual" / "log.csv")))
+    assert [int(r["epoch"]) for r in log] == [1, 2, 3]

@@ -171,28 +171,40 @@ class ShardStore:
             base += int(index["n_seconds"].sum())
         return {key: np.concatenate(values) for key, values in parts.items()}
 
-    def read_seconds(self, name: str) -> np.ndarray:
-        """One per-second array over all shards (images decoded), read into one preallocated array."""
-        paths = self.shard_paths()
+    def _shapes(self, name: str) -> list[tuple[tuple[int, ...], np.dtype]]:
+        """(shape, dtype) of one per-second array in every shard (images: as decoded)."""
         shapes = []
-        for path in paths:
+        for path in self.shard_paths():
             with h5py.File(path, "r") as f:
                 dataset = f[name]
                 if "image_shape" in dataset.attrs:
                     shapes.append(((len(dataset), *dataset.attrs["image_shape"]), np.dtype(np.uint8)))
                 else:
                     shapes.append((dataset.shape, dataset.dtype))
-        total = sum(shape[0] for shape, _ in shapes)
-        out = np.empty((total, *shapes[0][0][1:]), dtype=shapes[0][1])
+        return shapes
+
+    def seconds_shape(self, name: str) -> tuple[tuple[int, ...], np.dtype]:
+        """Shape and dtype of `read_seconds(name)`, without reading it."""
+        shapes = self._shapes(name)
+        return (sum(shape[0] for shape, _ in shapes), *shapes[0][0][1:]), shapes[0][1]
+
+    def read_seconds(self, name: str, out: np.ndarray | None = None) -> np.ndarray:
+        """One per-second array over all shards (images decoded), read into one preallocated array: `out`
+        when given (e.g. a memory map of `seconds_shape(name)`)."""
+        shape, dtype = self.seconds_shape(name)
+        if out is None:
+            out = np.empty(shape, dtype=dtype)
+        elif out.shape != shape or out.dtype != dtype:
+            raise ValueError(f"out is {out.shape} {out.dtype}, {name} is {shape} {dtype}")
         start = 0
-        for path, (shape, _) in zip(paths, shapes):
-            if shape[0]:
+        for path, (part, _) in zip(self.shard_paths(), self._shapes(name)):
+            if part[0]:
                 with h5py.File(path, "r") as f:
                     if f[name].attrs.get("codec", "raw") != "raw":
-                        out[start : start + shape[0]] = read_images(f, name)
+                        out[start : start + part[0]] = read_images(f, name)
                     else:
-                        f[name].read_direct(out, dest_sel=np.s_[start : start + shape[0]])
-            start += shape[0]
+                        f[name].read_direct(out, dest_sel=np.s_[start : start + part[0]])
+            start += part[0]
         return out
 
 

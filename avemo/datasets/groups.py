@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from typing import TypeVar
 
 from avemo.datasets.manifest import Clip
+
+T = TypeVar("T")
 
 
 def groups_of(clips: list[Clip], group: str = "movie") -> dict[str, list[Clip]]:
@@ -31,19 +34,23 @@ def validation_split(clips: list[Clip], fraction: float = 0.2, group: str = "mov
     if not 0 < fraction < 1:
         raise ValueError("fraction must be between 0 and 1")
     groups = groups_of([c for c in clips if c.split == "train"], group)
+    return {c.clip_id for c in pick_groups(groups, fraction, seed)}
+
+
+def pick_groups(groups: dict[str, list[T]], fraction: float, seed: int = 0) -> list[T]:
+    """Members of whole groups, shuffled with `seed` and taken until about `fraction` of all members (at
+    least one group, never all of them; nothing when there are fewer than two groups)."""
     names = sorted(groups)
     if len(names) < 2:
-        return set()  # one movie cannot be split without a leak
+        return []  # one movie cannot be split without a leak
     random.Random(seed).shuffle(names)
     target = fraction * sum(len(v) for v in groups.values())
-    chosen: set[str] = set()
-    taken = 0
+    chosen: list[T] = []
     for name in names[:-1]:
-        if chosen and taken + len(groups[name]) / 2 > target:
+        if chosen and len(chosen) + len(groups[name]) / 2 > target:
             continue
-        chosen.update(c.clip_id for c in groups[name])
-        taken += len(groups[name])
-        if taken >= target:
+        chosen += groups[name]
+        if len(chosen) >= target:
             break
     return chosen
 

@@ -37,12 +37,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from avemo import distributed
 from avemo.cache import ShardStore
 from avemo.cache.images import read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract import distributed
 from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, pool5_features, weights_sha256
 
 MODES = ("fc", "all", "none")

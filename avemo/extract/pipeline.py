@@ -18,12 +18,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from avemo import distributed
 from avemo.cache import NO_LABEL, ShardStore, cache_lock
 from avemo.cache.images import concat_blocks
 from avemo.cache.store import read_shard_index
 from avemo.datasets.manifest import Clip
 from avemo.errors import AvemoError
-from avemo.extract import distributed
 from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.finetune import (

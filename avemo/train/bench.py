@@ -19,9 +19,9 @@ import numpy as np
 import torch
 
 from avemo.cache import ShardStore
-from avemo.train.data import load_features
+from avemo.train.data import Standardiser, load_features
 from avemo.train.heads import EmotionHead
-from avemo.train.trainer import Standardiser, TrainSettings, run_epoch
+from avemo.train.trainer import TrainSettings, run_epoch
 
 
 def write_synthetic_cache(folder: Path, clips: int, seed: int = 0, clips_per_shard: int = 512) -> int:
@@ -68,9 +68,9 @@ def bench_train(clips: int = 10900, batch_size: int = 32, seed: int = 0) -> floa
 
     torch.manual_seed(seed)
     model = EmotionHead(settings.head)
-    Standardiser.fit(data, settings.feature_norm, "cpu").normalise_in_place(data)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
     train = data.subset("train")
+    Standardiser.fit(data, settings.feature_norm, train).normalise_in_place(data)
+    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
     order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
     started = time.perf_counter()
     run_epoch(model, data, order, optimizer, settings)

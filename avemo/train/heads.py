@@ -10,6 +10,14 @@ early     g([x_a, x_v]) on the 8192-d concat same
 g(x; w) = ReLU(W x + b), 4096 → 512 ("feature size of 512 for both visual pathway and audio pathway");
 LSTM with 256 units (Fig. 2: 256 is best); MLP with one hidden layer of 64 units, ReLU, dropout 0.5.
 torch's LSTM computes exactly eq. 6–11 (input, forget, output gates, cell candidate g_t, c_t, h_t).
+
+Inputs are **packed**: `[N, feature_dim]` rows, the seconds of clip 0, then of clip 1, …, N = lengths.sum().
+The per-second layers g(·), the costliest part, run on real seconds only; the fused rows are then laid out
+as a padded [B, T, hidden] batch for the LSTM, whose output is read at each clip's last second.
+
+Clips without an audio stream (`audio_mask` False) must not teach the model that silence means calm: their
+audio term is dropped from eq. 3 (modal), their audio half of the early-fusion input is set to 0 (the train
+mean after z-scoring), and the trainer leaves them out of the audio-only model's training.
 """
 
 from __future__ import annotations
@@ -31,7 +39,9 @@ class HeadSettings:
     lstm_hidden: int = 256  # paper, Fig. 2: 256 hidden units gave the best results
     mlp_hidden: int = 64  # paper: "one hidden layer with 64 hidden units"
     dropout: float = 0.5  # paper: "dropout ... the factor is set 0.5"
-    alpha_init: float = 0.5  # α_a and α_v start here and are learned (eq. 3)
+    alpha_audio: float = 0.5  # α_a of eq. 3: the start value, or the value when learn_alpha is False
+    alpha_visual: float = 0.5  # α_v of eq. 3
+    learn_alpha: bool = True  # paper: "α_a and α_v are the weights ... learned"; False keeps them fixed
 
 
 class EmotionHead(nn.Module):
@@ -41,16 +51,19 @@ class EmotionHead(nn.Module):
             raise ValueError(f"no single head for approach {settings.approach!r}")
         self.approach = settings.approach
         d, h = settings.feature_dim, settings.hidden
-        in_dim = 2 * d if settings.approach == "early" else d
         if settings.approach in ("modal", "audio"):
             self.g_audio = nn.Sequential(nn.Linear(d, h), nn.ReLU())  # eq. 4
         if settings.approach in ("modal", "visual"):
             self.g_visual = nn.Sequential(nn.Linear(d, h), nn.ReLU())  # eq. 5
         if settings.approach == "early":
-            self.g_joint = nn.Sequential(nn.Linear(in_dim, h), nn.ReLU())
+            self.g_joint = nn.Sequential(nn.Linear(2 * d, h), nn.ReLU())
         if settings.approach == "modal":
-            self.alpha_audio = nn.Parameter(torch.tensor(settings.alpha_init))
-            self.alpha_visual = nn.Parameter(torch.tensor(settings.alpha_init))
+            for name in ("alpha_audio", "alpha_visual"):
+                value = torch.tensor(float(getattr(settings, name)))
+                if settings.learn_alpha:
+                    self.register_parameter(name, nn.Parameter(value))
+                else:
+                    self.register_buffer(name, value)  # kept in the state dict, never trained
         self.lstm = nn.LSTM(h, settings.lstm_hidden, batch_first=True)  # eq. 6–11
         self.mlp = nn.Sequential(
             nn.Linear(settings.lstm_hidden, settings.mlp_hidden),
@@ -59,21 +72,40 @@ class EmotionHead(nn.Module):
             nn.Linear(settings.mlp_hidden, N_CLASSES),  # softmax (eq. 12) is in the loss / predict
         )
 
-    def fuse(self, visual: torch.Tensor, audio: torch.Tensor) -> torch.Tensor:
-        """Per-second fused features [B, T, hidden] (eq. 3 for the modal approach)."""
+    def fuse(self, visual: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor | None = None) -> torch.Tensor:
+        """Fused features per second (eq. 3 for the modal approach), any leading shape; `has_audio` is a bool
+        per row (None: every row has audio)."""
+        keep = None if has_audio is None else has_audio.to(visual.dtype).unsqueeze(-1)
         if self.approach == "modal":
-            return self.alpha_audio * self.g_audio(audio) + self.alpha_visual * self.g_visual(visual)
+            heard = self.alpha_audio * self.g_audio(audio)
+            return (heard if keep is None else heard * keep) + self.alpha_visual * self.g_visual(visual)
         if self.approach == "visual":
             return self.g_visual(visual)
         if self.approach == "audio":
             return self.g_audio(audio)
-        return self.g_joint(torch.cat([audio, visual], dim=-1))
+        return self.g_joint(torch.cat([audio if keep is None else audio * keep, visual], dim=-1))
 
-    def forward(self, visual: torch.Tensor, audio: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Class logits [B, 3] from the LSTM output at each clip's last valid second."""
-        fused = self.fuse(visual, audio)
-        # The LSTM runs over the padded batch and each clip's output is read at its last valid step: a
-        # forward LSTM's state there has not seen the padding, so this equals a packed sequence (tested),
-        # and it is faster on CPU than packing.
-        out, _ = self.lstm(fused)
-        return self.mlp(out[torch.arange(len(lengths), device=out.device), lengths.to(out.device) - 1])
+    def forward(
+        self,
+        visual: torch.Tensor,
+        audio: torch.Tensor,
+        lengths: torch.Tensor,
+        audio_mask: torch.Tensor | None = None,
+        per_step: bool = False,
+    ) -> torch.Tensor:
+        """Class logits from packed rows [N, d]: per clip [B, 3], read at its last second; with `per_step`,
+        per second [N, 3] (packed like the input), step t having seen seconds 0..t of its clip."""
+        lengths = lengths.to(visual.device)
+        clip_of_row = torch.repeat_interleave(torch.arange(len(lengths), device=visual.device), lengths)
+        fused = self.fuse(visual, audio, None if audio_mask is None else audio_mask.to(visual.device)[clip_of_row])
+        # Lay the rows out as [B, T, hidden]. The LSTM runs over the padded batch: a forward LSTM's state at a
+        # clip's last second has not seen the padding, so reading it there equals a packed sequence (tested)
+        # and is faster on CPU than packing.
+        steps = int(lengths.max())
+        starts = torch.cumsum(lengths, 0) - lengths
+        time_of_row = torch.arange(len(fused), device=fused.device) - starts[clip_of_row]
+        slot = clip_of_row * steps + time_of_row
+        padded = fused.new_zeros(len(lengths) * steps, fused.shape[1]).index_copy(0, slot, fused)
+        out, _ = self.lstm(padded.view(len(lengths), steps, -1))
+        out = out.reshape(len(lengths) * steps, -1)
+        return self.mlp(out[slot] if per_step else out[slot[starts + lengths - 1]])

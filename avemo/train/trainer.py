@@ -1,19 +1,29 @@
 """`avemo train`: fit the paper's heads on the train split of a feature cache; write a run directory.
 
-RUN/run.json          what was trained, on which cache, the train class counts
-RUN/<approach>/       settings.json, log.csv (loss per epoch), model.pt, predictions.csv (every clip,
-                      with its split, true class and class probabilities)
+RUN/run.json          what was trained, on which cache, the train class counts, the validation clips
+RUN/<approach>/       settings.json, log.csv (per epoch: train loss, validation loss and accuracy),
+                      model.pt (the selected epoch), last.pt (the latest epoch, to resume from),
+                      predictions.csv (every clip, with its split, true class and class probabilities)
+
+Model selection never sees the test split: a validation set is carved from the train split (whole movies
+where the cache knows them, else stratified by class; `data.validation_clips`), the epoch with the best
+validation score is kept, and training stops early when it has not improved for `patience` epochs. The
+test clips are only predicted, once, at the end.
 
 Choices where the paper is silent (options of TrainSettings): SGD with momentum 0.9, learning rate 0.01,
-minibatches of 32, 40 epochs, the model of the last epoch (no early stopping, so the test split never
-influences the model); features are standardised per dimension with the train split's mean and std, since
-fc7 scales differ widely between backbones (random init gives values near 0.005, ImageNet near 1).
+minibatches of 32, at most 40 epochs, 10% of the train clips for validation, selection by validation
+loss, patience 10; features z-scored with the statistics of the clips trained on.
+A run killed at any point resumes where it stopped when started again with the same command: every epoch
+ends with an atomic `last.pt` (model, optimizer, epoch, settings, log), and the random streams of an epoch
+(shuffle, dropout) are derived from (seed, epoch), so a resumed run equals an uninterrupted one.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import os
+import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,23 +31,51 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from avemo import distributed
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
-from avemo.train.data import FeatureSet, load_features
-from avemo.train.heads import APPROACHES, EmotionHead, HeadSettings
+from avemo.errors import AvemoError
+from avemo.train.data import FeatureSet, Standardiser, load_features, validation_clips
+from avemo.train.heads import APPROACHES, N_CLASSES, EmotionHead, HeadSettings
 
 LATE_ALPHA = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
+CHOICES = {
+    "supervise": ("last", "every"),
+    "class_weights": ("none", "balanced"),
+    "select": ("loss", "accuracy", "last"),
+    "feature_norm": ("zscore", "none"),
+}
 
 
 @dataclass(frozen=True)
 class TrainSettings:
     head: HeadSettings = field(default_factory=HeadSettings)
-    epochs: int = 40
-    batch_size: int = 32
-    lr: float = 0.01
+    epochs: int = 40  # at most; the paper gives no number
+    batch_size: int = 32  # paper: "minibatches" (no size given)
+    lr: float = 0.01  # paper: SGD (no rate given)
     momentum: float = 0.9
+    weight_decay: float = 0.0
+    clip_grad: float = 0.0  # max gradient norm; 0 = off, as in the paper
+    # last: cross-entropy on each clip's last second (the clip's prediction); every: on every second, each
+    # step predicting its clip's class (paper: the LSTM "predicts the videos emotion class at each time step")
+    supervise: str = "last"
+    class_weights: str = "none"  # balanced: weight n / (3·n_class) per clip; off by default, as in the paper
+    validation: float = 0.1  # fraction of the train clips held out for model selection; 0 = keep the last epoch
+    validation_seed: int = 0  # the same held-out clips for every seed and approach (paired comparisons)
+    # the epoch with the lowest validation loss (smoother than accuracy on a small validation set, where a slow
+    # start can leave accuracy flat for many epochs), the best validation accuracy, or the last epoch
+    select: str = "loss"
+    patience: int = 10  # stop after this many epochs without a better validation score; 0 = never early
     seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU; CPU is deterministic anyway)
     feature_norm: str = "zscore"  # zscore | none
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise AvemoError(f"{name} {getattr(self, name)!r}: must be one of {', '.join(allowed)}")
+        if not 0 <= self.validation < 1:
+            raise AvemoError(f"validation {self.validation}: must be a fraction in [0, 1)")
 
 
 def train(
@@ -47,26 +85,44 @@ def train(
     settings: TrainSettings = TrainSettings(),
     seeds: list[int] | None = None,
     lstm_sizes: list[int] | None = None,
+    memory: str = "auto",
 ) -> Path:
     """Train each approach (late fusion reuses or trains the visual and audio models), for every seed and
-    LSTM size asked for.
+    LSTM size asked for; approaches already finished in RUN are reused, an interrupted one resumes.
 
     Layout (what `avemo evaluate` reads): RUN/<approach>/, and in a sweep of LSTM sizes (Fig. 2)
     RUN/<approach>-lstm<N>/ for every size but the paper's 256; with several seeds, one `seed-<s>/` folder
-    per seed inside. Each holds settings.json, log.csv, model.pt (not for late) and predictions.csv."""
+    per seed inside. Under torchrun every rank trains its part of each batch (DistributedDataParallel) and
+    rank 0 writes."""
+    distributed.init_from_env()
     run = Path(run)
     run.mkdir(parents=True, exist_ok=True)
     seeds = seeds or [settings.seed]
     lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
-    data = load_features(cache)
-    settings = replace(settings, head=replace(settings.head, feature_dim=data.visual.shape[1]))  # the cache's, e.g. 4096
-    # z-score once, in place (the statistics come from the train split and are the same for every approach)
-    norm = Standardiser.fit(data, settings.feature_norm, "cpu")
-    norm.normalise_in_place(data)
+    if settings.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
+        torch.use_deterministic_algorithms(True)
+    device = distributed.device_for(settings.device)
+    mmap_dir = run / f".features-rank{distributed.rank()}"
+    data = load_features(cache, memory, mmap_dir)
+    settings = replace(settings, device=device, head=replace(settings.head, feature_dim=data.visual.shape[1]))
+    validation = validation_clips(data, settings.validation, settings.validation_seed)
+    fitting = _without(data.subset("train"), validation)
+    norm = Standardiser.fit(data, settings.feature_norm, fitting)
+    norm.normalise_in_place(data)  # once, for every approach: the same clips give the same statistics
+    if device.startswith("cuda") and 2 * data.visual.nbytes < torch.cuda.mem_get_info()[0] / 2:
+        data.to(device)  # batches are then gathered on the GPU
     train_labels = data.labels[data.subset("train")]
     counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
-    info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
-    (run / "run.json").write_text(json.dumps({**info, "train_counts": counts}, indent=1))
+    if distributed.rank() == 0:
+        info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
+        info |= {"train_counts": counts, "validation_clips": data.clip_ids[validation.numpy()].tolist()}
+        _write(run / "run.json", json.dumps(info, indent=1))
+    print(
+        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation "
+        f"({'by movie' if (data.groups[validation.numpy()] != '').any() else 'stratified'}), "
+        f"{len(data.subset('test'))} test clips (never read for training or selection)"
+    )
     order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and "late" in approaches)]
     for size in lstm_sizes:
         for seed in seeds:
@@ -78,115 +134,186 @@ def train(
                 out.mkdir(parents=True, exist_ok=True)
                 head = replace(settings.head, approach=approach, lstm_hidden=size)
                 approach_settings = replace(settings, head=head, seed=seed)
-                (out / "settings.json").write_text(json.dumps(asdict(approach_settings), indent=1))
+                if distributed.rank() == 0:
+                    _write(out / "settings.json", json.dumps(asdict(approach_settings), indent=1))
                 if approach == "late":
-                    probs = LATE_ALPHA * probabilities["audio"] + (1 - LATE_ALPHA) * probabilities["visual"]
+                    probs = late_fusion(probabilities["audio"], probabilities["visual"], data.has_audio.numpy())
                 else:
-                    probs = fit(data, approach_settings, out, norm)
+                    probs = fit(data, approach_settings, out, norm, fitting, validation)
                 probabilities[approach] = probs
-                write_predictions(out / "predictions.csv", data, probs)
-                test = data.subset("test")
-                if len(test):
-                    accuracy = (probs[test.numpy()].argmax(1) == data.labels[test].numpy()).mean()
-                    name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
-                    print(f"{name}: test accuracy {100 * accuracy:.2f}% on {len(test)} clips")
+                if distributed.rank() == 0:
+                    write_predictions(out / "predictions.csv", data, probs)
+                summary = [
+                    f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
+                    for name, clips in (("validation", validation), ("test", data.subset("test")))
+                    if len(clips)
+                ]
+                name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
+                print(f"{distributed.tag()}{name}: {', '.join(summary)}")
+    distributed.barrier()
+    shutil.rmtree(mmap_dir, ignore_errors=True)
     return run
 
 
-def fit(data: FeatureSet, settings: TrainSettings, out: Path, norm: Standardiser) -> np.ndarray:
-    """Train one head on the train split of `data` (already normalised by `norm`, which is saved with the
-    model for new videos); returns class probabilities for every clip."""
-    torch.manual_seed(settings.seed)
-    generator = torch.Generator().manual_seed(settings.seed)
+def late_fusion(audio: np.ndarray, visual: np.ndarray, has_audio: np.ndarray) -> np.ndarray:
+    """Paper eq. 14 for clips with sound; a clip without an audio stream keeps its visual probabilities."""
+    return np.where(has_audio[:, None], LATE_ALPHA * audio + (1 - LATE_ALPHA) * visual, visual)
+
+
+def fit(
+    data: FeatureSet,
+    settings: TrainSettings,
+    out: Path,
+    norm: Standardiser,
+    fitting: torch.Tensor,
+    validation: torch.Tensor,
+) -> np.ndarray:
+    """Train one head on the `fitting` clips of `data` (already normalised by `norm`, which is saved with the
+    model for new videos), select the epoch on `validation`; returns class probabilities for every clip."""
+    head = settings.head
+    clips = fitting[data.has_audio[fitting]] if head.approach == "audio" else fitting  # no silence lessons
+    if head.approach == "audio" and len(clips) == 0:
+        raise AvemoError("no train clip has an audio stream: the audio-only head cannot be trained")
     device = settings.device
-    model = EmotionHead(settings.head).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=settings.lr, momentum=settings.momentum)
-    train_clips = data.subset("train")
-    log = []
-    for epoch in tqdm(range(1, settings.epochs + 1), desc=f"train {settings.head.approach}", unit="epoch"):
-        order = train_clips[torch.randperm(len(train_clips), generator=generator)]
-        log.append({"epoch": epoch, "train_loss": run_epoch(model, data, order, optimizer, settings)})
-    torch.save({"model": model.state_dict(), "norm": norm.state(), "settings": asdict(settings)}, out / "model.pt")
-    with open(out / "log.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss"])
-        writer.writeheader()
-        writer.writerows(log)
-    return predict(model, data, torch.arange(len(data.labels)), settings)
+    torch.manual_seed(settings.seed)  # the initial weights (every rank alike; DDP also broadcasts rank 0's)
+    model = EmotionHead(head).to(device)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=settings.lr,
+        momentum=settings.momentum,
+        weight_decay=settings.weight_decay,
+    )
+    weights = class_weights(data.labels[clips], settings.class_weights, device)
+    record = json.loads(json.dumps(asdict(settings)))
+    progress = {"epoch": 0, "log": [], "best": None, "best_epoch": 0, "stale": 0, "finished": False}
+    last = out / "last.pt"
+    if last.is_file():
+        saved = torch.load(last, map_location="cpu", weights_only=True)
+        if saved["settings"] == record and saved["fitting"] == data.clip_ids[clips.numpy()].tolist():
+            model.load_state_dict(saved["model"])
+            optimizer.load_state_dict(saved["optimizer"])
+            progress = saved["progress"]
+            if not progress["finished"]:
+                print(f"{distributed.tag()}{out}: resuming after epoch {progress['epoch']}")
+        else:
+            print(f"{distributed.tag()}{out}: last.pt was trained with other settings or clips; starting over")
+    trained = _ddp(model)
+    validation_ids = data.clip_ids[validation.numpy()].tolist()
+    epochs = range(progress["epoch"] + 1, settings.epochs + 1)
+    bar = tqdm(epochs, desc=f"train {out.name}", unit="epoch", disable=progress["finished"] or distributed.rank() > 0)
+    for epoch in [] if progress["finished"] else bar:
+        shuffle = torch.Generator().manual_seed(_stream(settings.seed, epoch))  # the same on every rank
+        torch.manual_seed(_stream(settings.seed, epoch, distributed.rank() + 1))  # dropout
+        order = clips[torch.randperm(len(clips), generator=shuffle)]
+        row = {"epoch": epoch, "train_loss": run_epoch(trained, data, order, optimizer, settings, weights)}
+        if len(validation):
+            probs = predict(model, data, validation, device)
+            truth = data.labels[validation].numpy()
+            row["validation_loss"] = float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-12)).mean())
+            row["validation_accuracy"] = float((probs.argmax(1) == truth).mean())
+        progress["log"].append(row)
+        score = {"accuracy": row.get("validation_accuracy"), "loss": -row.get("validation_loss", 0)}.get(settings.select)
+        if settings.select == "last" or not len(validation):
+            score = epoch
+        if progress["best"] is None or score > progress["best"]:
+            progress |= {"best": score, "best_epoch": epoch, "stale": 0}
+            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
+            _save(out / "model.pt", checkpoint | {"settings": record, "norm": norm.state(), "validation": validation_ids})
+        else:
+            progress["stale"] += 1
+        progress["epoch"] = epoch
+        stop = settings.patience > 0 and progress["stale"] >= settings.patience
+        progress["finished"] = stop or epoch == settings.epochs
+        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
+        _save(
+            last,
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "settings": record,
+                "fitting": data.clip_ids[clips.numpy()].tolist(),
+                "progress": progress,
+            },
+        )
+        if stop:
+            print(f"{distributed.tag()}{out}: no better validation {settings.select} for {settings.patience} epochs; stopped")
+            break
+    bar.close()
+    if distributed.rank() == 0:
+        with open(out / "log.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(progress["log"][0]))
+            writer.writeheader()
+            writer.writerows(progress["log"])
+    distributed.barrier()
+    model.load_state_dict(torch.load(out / "model.pt", map_location=device, weights_only=True)["model"])
+    return predict(model, data, torch.arange(len(data.labels)), device)
 
 
 def run_epoch(
-    model: EmotionHead,
+    model: torch.nn.Module,
     data: FeatureSet,
     order: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     settings: TrainSettings,
+    weights: torch.Tensor | None = None,
 ) -> float:
-    """One pass of SGD over the clips in `order`, minibatch by minibatch; returns the mean train loss."""
+    """One pass of SGD over the clips in `order`, minibatch by minibatch; returns the mean train loss.
+
+    Under torchrun each rank takes every world()-th clip of a batch; its loss is scaled so that the gradients
+    DDP averages equal those of the whole batch on one process."""
     model.train()
-    total, seen = 0.0, 0
+    world, rank = distributed.world(), distributed.rank()
+    total = torch.zeros((), device=settings.device)
     for batch in order.split(settings.batch_size):
-        visual, audio, lengths = data.batch(batch, settings.device)
-        logits = model(visual.float(), audio.float(), lengths)
-        loss = torch.nn.functional.cross_entropy(logits, data.labels[batch].to(settings.device))
+        mine = batch[rank::world]
         optimizer.zero_grad(set_to_none=True)
+        if len(mine):
+            loss = clip_losses(model, data, mine, settings, weights).sum() * (world / len(batch))
+        else:  # a short last batch: still take part in DDP's gradient exchange
+            loss = sum(p.sum() * 0 for p in model.parameters())
         loss.backward()
+        if settings.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
         optimizer.step()
-        total += loss.item() * len(batch)
-        seen += len(batch)
-    return total / seen
+        total += loss.detach() * len(batch) / world
+    if world > 1:
+        torch.distributed.all_reduce(total)
+    return float(total) / len(order)
+
+
+def clip_losses(
+    model: torch.nn.Module, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings, weights: torch.Tensor | None
+) -> torch.Tensor:
+    """Cross-entropy per clip [B]: at its last second, or averaged over its seconds (`supervise` every)."""
+    visual, audio, lengths, has_audio = data.batch(clips, settings.device)
+    labels = data.labels[clips].to(settings.device)
+    if settings.supervise == "last":
+        losses = torch.nn.functional.cross_entropy(model(visual, audio, lengths, has_audio), labels, reduction="none")
+    else:
+        logits = model(visual, audio, lengths, has_audio, per_step=True)
+        clip_of_row = torch.repeat_interleave(torch.arange(len(clips), device=logits.device), lengths)
+        per_row = torch.nn.functional.cross_entropy(logits, labels[clip_of_row], reduction="none")
+        losses = torch.zeros(len(clips), device=logits.device).index_add(0, clip_of_row, per_row) / lengths
+    return losses if weights is None else losses * weights[labels]
+
+
+def class_weights(labels: torch.Tensor, mode: str, device: str = "cpu") -> torch.Tensor | None:
+    """Per-class loss weights: none, or balanced = n / (classes · n_class) (a class absent from training gets 0)."""
+    if mode == "none":
+        return None
+    counts = torch.bincount(labels, minlength=N_CLASSES).double()
+    return torch.where(counts > 0, len(labels) / (N_CLASSES * counts.clamp_min(1)), 0).float().to(device)
 
 
 @torch.inference_mode()
-def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings) -> np.ndarray:
+def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, device: str) -> np.ndarray:
+    """Class probabilities [clips, 3] (eq. 12) from each clip's last second."""
     model.eval()
     out = []
     for batch in clips.split(256):
-        visual, audio, lengths = data.batch(batch, settings.device)
-        out.append(torch.softmax(model(visual.float(), audio.float(), lengths), dim=1).cpu())  # eq. 12
-    return torch.cat(out).numpy()
-
-
-class Standardiser:
-    """Per-dimension z-scoring of fc7 features with statistics of the train split's seconds only."""
-
-    def __init__(self, stats: dict[str, torch.Tensor] | None):
-        self.stats = stats
-
-    @classmethod
-    def fit(cls, data: FeatureSet, mode: str, device: str) -> Standardiser:
-        if mode == "none":
-            return cls(None)
-        rows = data.steps[data.subset("train")]
-        rows = rows[rows < len(data.visual) - 1]  # real seconds, not padding
-        stats = {}
-        for name, values in (("visual", data.visual), ("audio", data.audio)):
-            x = values[rows].float()
-            stats[f"{name}_mean"] = x.mean(0).to(device)
-            stats[f"{name}_std"] = x.std(0).clamp_min(1e-6).to(device)
-        return cls(stats)
-
-    def normalise_in_place(self, data: FeatureSet, chunk: int = 8192) -> None:
-        """Replace the fp16 features by their z-scores, chunk by chunk (no second copy in memory)."""
-        if self.stats is None:
-            return
-        for name in ("visual", "audio"):
-            values = getattr(data, name)
-            for start in range(0, len(values), chunk):
-                values[start : start + chunk] = self._apply(name, values[start : start + chunk]).half()
-            values[-1] = 0  # the padding row stays zero
-
-    def _apply(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        x = x.float()
-        return x if self.stats is None else (x - self.stats[f"{name}_mean"]) / self.stats[f"{name}_std"]
-
-    def visual(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply("visual", x)
-
-    def audio(self, x: torch.Tensor) -> torch.Tensor:
-        return self._apply("audio", x)
-
-    def state(self) -> dict | None:
-        return None if self.stats is None else {k: v.cpu() for k, v in self.stats.items()}
+        visual, audio, lengths, has_audio = data.batch(batch, device)
+        out.append(torch.softmax(model(visual, audio, lengths, has_audio), dim=1).float().cpu())
+    return torch.cat(out).numpy() if out else np.zeros((0, N_CLASSES), np.float32)
 
 
 def write_predictions(path: Path, data: FeatureSet, probs: np.ndarray) -> None:
@@ -195,3 +322,37 @@ def write_predictions(path: Path, data: FeatureSet, probs: np.ndarray) -> None:
         writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
         for clip_id, split, label, p in zip(data.clip_ids, data.split, data.labels.tolist(), probs):
             writer.writerow([clip_id, split, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
+
+
+def _ddp(model: torch.nn.Module) -> torch.nn.Module:
+    if distributed.world() == 1:
+        return model
+    ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
+    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _stream(*key: int) -> int:
+    """A seed for one random stream (e.g. seed, epoch, rank), well mixed."""
+    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
+
+
+def _without(clips: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
+    return clips[~torch.isin(clips, removed)]
+
+
+def _accuracy(probs: np.ndarray, data: FeatureSet, clips: torch.Tensor) -> float:
+    return float((probs[clips.numpy()].argmax(1) == data.labels[clips].numpy()).mean())
+
+
+def _save(path: Path, value: dict) -> None:
+    """torch.save through a temporary file and a rename (rank 0 only): a kill never leaves half a checkpoint."""
+    if distributed.rank() == 0:
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(value, tmp)
+        os.replace(tmp, path)
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

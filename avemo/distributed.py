@@ -1,9 +1,11 @@
-"""Running extraction under torchrun: which process this is, and how work is shared between processes.
+"""Running avemo under torchrun: which process this is, and how work is shared between processes.
 
 `torchrun --nproc_per_node N avemo extract ...` (and `--nnodes` across machines) starts N processes with
 RANK and WORLD_SIZE set; each decodes every N-th clip and writes its own shards (a writer per rank, see
 cache.store), fine-tuning runs under DistributedDataParallel, and every rank exports the features of its
-share of the media shards. Without torchrun everything below is a no-op for a single process.
+share of the media shards. `torchrun ... avemo train ...` trains the heads (and the joint pass) under
+DistributedDataParallel, each rank taking its part of every batch. Without torchrun everything below is a
+no-op for a single process.
 """
 
 from __future__ import annotations
