@@ -1,0 +1,238 @@
+"""The joint end-to-end pass on a real (tiny) cache: real mp4, real extraction with fine-tuning, a real head."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from avemo.cache import ShardStore
+from avemo.datasets.manifest import read_manifest, write_manifest
+from avemo.errors import AvemoError
+from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.finetune import FinetuneSettings
+from avemo.extract.pipeline import ExtractSettings, extract
+from avemo.train.data import load_features
+from avemo.train.heads import HeadSettings
+from avemo.train.joint import JointSettings, joint_train
+from avemo.train.trainer import TrainSettings, train
+
+from helpers import make_clip
+
+CLIPS = [  # name, seconds, arousal, split
+    ("a", 2.2, -1, "train"),
+    ("b", 2.3, 1, "train"),
+    ("c", 1.4, 0, "train"),
+    ("d", 2.1, -1, "train"),
+    ("e", 1.3, 1, "train"),
+    ("f", 2.2, 0, "train"),
+    ("mute", 1.3, 1, "train"),
+    ("t1", 2.1, 1, "test"),
+    ("t2", 1.2, -1, "test"),
+]
+HEAD = TrainSettings(
+    head=HeadSettings(hidden=16, lstm_hidden=8, mlp_hidden=8), epochs=3, batch_size=4, lr=0.05, validation=0.2, patience=0
+)
+# z-scoring divides fc7 by its tiny std (random-init AlexNets): the backbones' gradients are large, keep their rate small
+FAST = JointSettings(epochs=2, batch_size=4, lr=0.01, backbone_lr=1e-4)
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory):
+    """A cache extracted with fine-tuning mode fc (pool5, models, features) and a modal head trained on it."""
+    root = tmp_path_factory.mktemp("joint")
+    (root / "v").mkdir()
+    rows = []
+    for i, (name, seconds, arousal, split) in enumerate(CLIPS):
+        make_clip(root / f"v/{name}.mp4", seconds=seconds, seed=i, audio_hz=None if name == "mute" else 300 + 250 * i)
+        rows.append({"path": f"v/{name}.mp4", "arousal": arousal, "valence": "", "split": split})
+    write_manifest(root / "clips.csv", rows)
+    tune = FinetuneSettings(epochs=1, batch_size=8)
+    extract(read_manifest(root / "clips.csv"), root / "cache", ExtractSettings(clips_per_shard=4, workers=1, finetune=tune))
+    train(root / "cache", root / "run", ["modal"], HEAD)
+    return root
+
+
+@pytest.fixture(scope="module")
+def joint(made):
+    """One fc-mode pass with export, shared by the tests that read its outputs."""
+    joint_train(made / "cache", made / "run", FAST, export=made / "out")
+    return made
+
+
+def probabilities(path):
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [r["clip_id"] for r in rows], np.array([[float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")] for r in rows])
+
+
+def test_the_pass_writes_a_run_folder_like_a_heads(joint):
+    out = joint / "run" / "joint"
+    assert {p.name for p in out.iterdir()} == {"settings.json", "log.csv", "model.pt", "visual.pt", "audio.pt", "predictions.csv"}
+    log = list(csv.DictReader(open(out / "log.csv")))
+    assert [r["epoch"] for r in log] == ["1", "2"] and all(float(r["train_loss"]) > 0 for r in log)
+    validation = torch.load(joint / "run" / "modal" / "model.pt", weights_only=True)["validation"]
+    assert validation and all(r["validation_accuracy"] != "" for r in log)  # the head's validation clips
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["layers"] == "fc" and settings["source"]["train_clips"] == 7 - len(validation)
+    saved = torch.load(out / "model.pt", weights_only=True)
+    assert {"model", "norm", "settings", "validation"} <= set(saved) and saved["validation"] == sorted(validation)
+    # predictions.csv: the trainer's format, every clip
+    head_rows = open(joint / "run" / "modal" / "predictions.csv").read().splitlines()
+    rows = open(out / "predictions.csv").read().splitlines()
+    assert rows[0] == head_rows[0] and len(rows) == len(CLIPS) + 1
+    assert [r.split(",")[:3] for r in rows] == [r.split(",")[:3] for r in head_rows]
+    _, p = probabilities(out / "predictions.csv")
+    np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+
+
+def test_fc_mode_tunes_fc6_fc7_and_the_head_never_the_convolutions(joint):
+    out = joint / "run" / "joint"
+    for modality in ("visual", "audio"):
+        before = build_alexnet(str(joint / "cache" / "models" / f"{modality}.pt"))
+        after = build_alexnet(str(out / f"{modality}.pt"))
+        for i in (0, 3, 6, 8, 10):  # the five convolutions
+            assert torch.equal(after.features[i].weight, before.features[i].weight)
+        for i in (1, 4):  # fc6, fc7
+            assert not torch.equal(after.classifier[i].weight, before.classifier[i].weight)
+        assert torch.equal(after.classifier[6].weight, before.classifier[6].weight)  # fc8 is not used
+    head_before = torch.load(joint / "run" / "modal" / "model.pt", weights_only=True)["model"]
+    head_after = torch.load(out / "model.pt", weights_only=True)["model"]
+    assert any(not torch.equal(head_before[k], head_after[k]) for k in head_before)
+
+
+def test_export_is_a_feature_cache_of_the_tuned_backbones(joint):
+    out = joint / "out"
+    data = load_features(out)
+    source = ShardStore(joint / "cache" / "features", "features")
+    assert list(data.clip_ids) == list(source.read_index()["clip_id"])
+    assert data.lengths.tolist() == source.read_index()["n_seconds"].tolist()
+    settings = ShardStore(out / "features", "features").settings
+    tuned = {m: build_alexnet(str(joint / "run" / "joint" / f"{m}.pt")) for m in ("visual", "audio")}
+    assert settings["tuned_sha256"] == {m: weights_sha256(a) for m, a in tuned.items()}
+    assert settings["joint"]["settings"]["backbone_lr"] == FAST.backbone_lr
+    assert settings["weights"] == source.settings["weights"]  # the rest of the provenance is the cache's
+    media = ShardStore(joint / "cache" / "media", "media")
+    for modality, images in (("visual", "key_frames"), ("audio", "spectrograms")):
+        exported = ShardStore(out / "features", "features").read_seconds(modality)
+        assert exported.dtype == np.float16
+        direct = fc7_features(Fc7(tuned[modality]), media.read_seconds(images))
+        np.testing.assert_allclose(exported.astype(np.float32), direct.astype(np.float32), rtol=2e-2, atol=2e-4)
+        assert not np.array_equal(exported, source.read_seconds(modality))  # new features, not a copy
+        assert weights_sha256(build_alexnet(str(out / "models" / f"{modality}.pt"))) == settings["tuned_sha256"][modality]
+    assert (out / "media").resolve() == (joint / "cache" / "media").resolve()
+    # `avemo train --cache OUT` works on it
+    train(out, joint / "run-on-export", ["modal"], TrainSettings(head=HEAD.head, epochs=1, batch_size=4, validation=0))
+    assert (joint / "run-on-export" / "modal" / "predictions.csv").is_file()
+
+
+def test_no_epochs_reproduce_the_heads_predictions(made, tmp_path):
+    """The pass's pipeline (cached pool5 → fc6/fc7 → fixed z-score → head) is the one the head learned on."""
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    shutil.rmtree(run / "joint", ignore_errors=True)
+    joint_train(made / "cache", run, JointSettings(epochs=0))
+    ids, p = probabilities(run / "joint" / "predictions.csv")
+    head_ids, head_p = probabilities(run / "modal" / "predictions.csv")
+    assert ids == head_ids
+    np.testing.assert_allclose(p, head_p, atol=3e-3)
+
+
+def test_backbone_rate_zero_leaves_the_alexnets_bit_for_bit(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run" / "modal", run / "modal")
+    joint_train(made / "cache", run, JointSettings(epochs=1, batch_size=4, lr=0.01, backbone_lr=0))
+    for modality in ("visual", "audio"):
+        before = build_alexnet(str(made / "cache" / "models" / f"{modality}.pt"))
+        assert weights_sha256(build_alexnet(str(run / "joint" / f"{modality}.pt"))) == weights_sha256(before)
+    head_before = torch.load(run / "modal" / "model.pt", weights_only=True)["model"]
+    head_after = torch.load(run / "joint" / "model.pt", weights_only=True)["model"]
+    assert any(not torch.equal(head_before[k], head_after[k]) for k in head_before)
+
+
+def test_test_clips_never_influence_the_tuned_weights(joint, tmp_path):
+    """Other test labels and other test inputs (pool5) in an otherwise identical cache: the same weights."""
+    cache = tmp_path / "cache"
+    shutil.copytree(joint / "cache", cache, ignore=shutil.ignore_patterns("models"))
+    (cache / "models").symlink_to(joint / "cache" / "models")  # 450 MB we do not change
+    for kind in ("pool5", "features", "media"):
+        for path in (cache / kind).glob("*.h5"):
+            with h5py.File(path, "r+") as f:
+                test = np.array([s == b"test" for s in f["index/split"][()]])
+                arousal = f["index/arousal"][()]
+                f["index/arousal"][...] = np.where(test, (arousal + 2) % 3 - 1, arousal)  # every test label changed
+                if kind == "pool5":
+                    for modality in ("visual", "audio"):
+                        values = f[modality][()]
+                        for o, n in zip(f["index/offset"][test], f["index/n_seconds"][test]):
+                            values[o : o + n] = values[o : o + n] * 2 + 1
+                        f[modality][...] = values
+    run = tmp_path / "run"
+    shutil.copytree(joint / "run" / "modal", run / "modal")
+    joint_train(cache, run, FAST)
+    for name in ("visual.pt", "audio.pt", "model.pt"):
+        a = torch.load(run / "joint" / name, weights_only=True)
+        b = torch.load(joint / "run" / "joint" / name, weights_only=True)
+        a, b = a.get("model", a), b.get("model", b)
+        assert all(torch.equal(a[k], b[k]) for k in b), name
+    ids, p = probabilities(run / "joint" / "predictions.csv")
+    _, reference = probabilities(joint / "run" / "joint" / "predictions.csv")
+    test = np.array([i.startswith("v/t") for i in ids])
+    np.testing.assert_array_equal(p[~test], reference[~test])
+    assert not np.allclose(p[test], reference[test])  # the test inputs did change
+
+
+def test_mode_all_tunes_the_convolutions_from_the_cached_images(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run" / "modal", run / "modal")
+    joint_train(made / "cache", run, JointSettings(layers="all", epochs=1, batch_size=8, backbone_lr=1e-4))
+    before = build_alexnet(str(made / "cache" / "models" / "visual.pt"))
+    after = build_alexnet(str(run / "joint" / "visual.pt"))
+    assert not torch.equal(after.features[0].weight, before.features[0].weight)
+    assert json.loads((run / "joint" / "settings.json").read_text())["layers"] == "all"
+
+
+def test_two_ranks_under_torchrun(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run" / "modal", run / "modal")
+    script = tmp_path / "joint.py"
+    script.write_text(
+        "import sys\nfrom avemo.train.joint import JointSettings, joint_train\n"
+        "joint_train(sys.argv[1], sys.argv[2], JointSettings(epochs=1, batch_size=4))\n"
+    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
+    result = subprocess.run([*command, str(made / "cache"), str(run)], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "[rank 0/2] joint predict" in result.stdout and "[rank 1/2] joint predict" in result.stdout
+    ids, p = probabilities(run / "joint" / "predictions.csv")
+    assert len(ids) == len(CLIPS) and np.allclose(p.sum(1), 1, atol=1e-5)
+    before = build_alexnet(str(made / "cache" / "models" / "audio.pt"))
+    after = build_alexnet(str(run / "joint" / "audio.pt"))
+    assert not torch.equal(after.classifier[1].weight, before.classifier[1].weight)
+    assert torch.equal(after.features[0].weight, before.features[0].weight)
+
+
+def test_user_errors_are_one_clear_line(made, tmp_path):
+    with pytest.raises(AvemoError, match="no trained head here; train it first"):
+        joint_train(made / "cache", tmp_path / "nothing", approach="early")
+    with pytest.raises(AvemoError, match="late fusion has no single head"):
+        joint_train(made / "cache", made / "run", approach="late")
+    seeds = tmp_path / "seeds"
+    for seed in (0, 1):
+        (seeds / "modal" / f"seed-{seed}").mkdir(parents=True)
+        shutil.copy(made / "run" / "modal" / "model.pt", seeds / "modal" / f"seed-{seed}" / "model.pt")
+    with pytest.raises(AvemoError, match=r"trained with 2 seeds \(0, 1\); choose"):
+        joint_train(made / "cache", seeds)
+    with pytest.raises(AvemoError, match="no trained head for seed 5"):
+        joint_train(made / "cache", seeds, seed=5)
+    bare = tmp_path / "bare"
+    shutil.copytree(made / "cache", bare, ignore=shutil.ignore_patterns("models"))
+    with pytest.raises(AvemoError, match="the fine-tuned AlexNet is missing"):
+        joint_train(bare, made / "run")
+    with pytest.raises(AvemoError, match="must be one of fc, all"):
+        JointSettings(layers="conv")
