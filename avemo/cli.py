@@ -332,6 +332,20 @@ def bench_train_command(clips: int, batch_size: int) -> None:
     bench_train(clips=clips, batch_size=batch_size)
 
 
+@bench.command("table")
+@click.option(
+    "--clips", default=10900, show_default=True, type=click.IntRange(min=10), help="Synthetic clips (MediaEval: 10,900)."
+)
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Every run trains this many.")
+@click.option("--device", default=None, help="cpu, cuda … (default: cuda when present).")
+def bench_table_command(clips: int, seeds: int, epochs: int, device: str | None) -> None:
+    """Time the paper's whole Table 1 over several seeds (`avemo train --approach all --seeds N`)."""
+    from avemo.train.bench import bench_table
+
+    bench_table(clips=clips, seeds=seeds, epochs=epochs, device=device)
+
+
 @bench.command("extract")
 @click.option("--clips", default=40, show_default=True, type=click.IntRange(min=2), help="Sample clips to make and use.")
 @click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), help="Use these clips instead of sample ones.")
