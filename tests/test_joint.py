@@ -5,6 +5,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 
 import h5py
 import numpy as np
@@ -187,6 +188,33 @@ def test_test_clips_never_influence_the_tuned_weights(joint, tmp_path):
     assert not np.allclose(p[test], reference[test])  # the test inputs did change
 
 
+def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(joint / "run" / "modal", run / "modal")
+    script = tmp_path / "joint.py"
+    call = f"joint_train({str(joint / 'cache')!r}, {str(run)!r}, {FAST!r})"  # the fixture's pass, uninterrupted there
+    script.write_text(f"from avemo.train.joint import JointSettings, joint_train\n{call}\n")
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while not (run / "joint" / "last.pt").exists() and child.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    child.kill()  # SIGKILL right after the checkpoint of epoch 1
+    child.wait()
+    assert (run / "joint" / "last.pt").is_file() and not (run / "joint" / "predictions.csv").exists()
+    capsys.readouterr()
+    joint_train(joint / "cache", run, FAST)
+    assert "resuming after epoch 1" in capsys.readouterr().out
+    assert not (run / "joint" / "last.pt").exists()
+    for name in ("visual.pt", "audio.pt", "model.pt"):
+        a = torch.load(run / "joint" / name, weights_only=True)
+        b = torch.load(joint / "run" / "joint" / name, weights_only=True)
+        a, b = a.get("model", a), b.get("model", b)
+        assert all(torch.equal(a[k], b[k]) for k in b), name
+    log = list(csv.DictReader(open(run / "joint" / "log.csv")))
+    reference = list(csv.DictReader(open(joint / "run" / "joint" / "log.csv")))
+    assert [r["train_loss"] for r in log] == [r["train_loss"] for r in reference]
+
+
 def test_mode_all_tunes_the_convolutions_from_the_cached_images(made, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(made / "run" / "modal", run / "modal")
@@ -203,7 +231,7 @@ def test_two_ranks_under_torchrun(made, tmp_path):
     script = tmp_path / "joint.py"
     script.write_text(
         "import sys\nfrom avemo.train.joint import JointSettings, joint_train\n"
-        "joint_train(sys.argv[1], sys.argv[2], JointSettings(epochs=1, batch_size=4))\n"
+        "joint_train(sys.argv[1], sys.argv[2], JointSettings(epochs=1, batch_size=8))\n"
     )
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     result = subprocess.run([*command, str(made / "cache"), str(run)], capture_output=True, text=True, timeout=600)
@@ -234,5 +262,10 @@ def test_user_errors_are_one_clear_line(made, tmp_path):
     shutil.copytree(made / "cache", bare, ignore=shutil.ignore_patterns("models"))
     with pytest.raises(AvemoError, match="the fine-tuned AlexNet is missing"):
         joint_train(bare, made / "run")
+    with pytest.raises(AvemoError, match="must not be the cache itself"):
+        joint_train(made / "cache", made / "run", export=made / "cache")
+    shutil.copytree(made / "cache" / "features", tmp_path / "foreign" / "features")
+    with pytest.raises(AvemoError, match="holds features of another cache or joint pass"):
+        joint_train(made / "cache", made / "run", export=tmp_path / "foreign")
     with pytest.raises(AvemoError, match="must be one of fc, all"):
         JointSettings(layers="conv")

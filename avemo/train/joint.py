@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import inspect
 import json
 import os
 import shutil
@@ -72,7 +71,7 @@ from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, weights_sha256
 from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import write_predictions
+from avemo.train.trainer import class_weights, write_predictions
 
 LAYERS = ("fc", "all")
 MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # modality → media dataset
@@ -136,33 +135,22 @@ class JointModel(nn.Module):
     def zscore(self, modality: str, fc7: torch.Tensor) -> torch.Tensor:
         return (fc7 - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")
 
-    def forward(self, inputs: dict[str, torch.Tensor], lengths: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, inputs: dict[str, torch.Tensor], lengths: torch.Tensor, audio_mask: torch.Tensor, per_step: bool = False
+    ) -> torch.Tensor:
         z = {m: self.zscore(m, self.fc7(m, x)) for m, x in inputs.items()}
-        return head_logits(self.head, z, lengths, audio_mask)
+        return head_logits(self.head, z, lengths, audio_mask, per_step)
 
 
-def head_logits(head: EmotionHead, z: dict[str, torch.Tensor], lengths: torch.Tensor, audio_mask: torch.Tensor) -> torch.Tensor:
+def head_logits(
+    head: EmotionHead, z: dict[str, torch.Tensor], lengths: torch.Tensor, audio_mask: torch.Tensor, per_step: bool = False
+) -> torch.Tensor:
     """The head on packed per-second rows (clip 0's seconds, then clip 1's, …): the one place that speaks the
     head's input convention. A modality the head does not read is passed as zeros."""
     some = next(iter(z.values()))
     visual = z.get("visual", torch.zeros_like(some))
     audio = z.get("audio", torch.zeros_like(some))
-    lengths = lengths.to(some.device)
-    if _PACKED_HEAD:
-        return head(visual, audio, lengths, audio_mask=audio_mask.to(some.device))
-    return head(_padded(visual, lengths), _padded(audio, lengths), lengths)  # a head that takes [B, T, d]
-
-
-_PACKED_HEAD = "audio_mask" in inspect.signature(EmotionHead.forward).parameters
-
-
-def _padded(rows: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Packed rows [N, d] → zero-padded [B, T, d] (differentiable)."""
-    steps = torch.arange(int(lengths.max()), device=rows.device)
-    mask = steps[None, :] < lengths[:, None]
-    out = rows.new_zeros(len(lengths), len(steps), rows.shape[1])
-    out[mask] = rows
-    return out
+    return head(visual, audio, lengths.to(some.device), audio_mask=audio_mask.to(some.device), per_step=per_step)
 
 
 # -- the cache --------------------------------------------------------------------------------------
@@ -441,6 +429,16 @@ def joint_train(
         groups.append({"params": backbone_params, "lr": settings.backbone_lr, "weight_decay": settings.backbone_weight_decay})
     optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, fused=True)
 
+    if export is not None:  # refuse a foreign OUT/features before training, not after
+        existing = ShardStore(Path(export) / "features", "features")
+        joint_record = _export_settings(features, record, source_hashes)["joint"]
+        if existing.shards() and existing.settings.get("joint") != joint_record:
+            raise AvemoError(
+                f"{existing.folder}: holds features of another cache or joint pass; choose another export folder or delete it"
+            )
+    head_training = saved["settings"]
+    weights = class_weights(clips.labels[clips.numbers(train_ids)], head_training.get("class_weights", "none"), device)
+    objective = (head_training.get("supervise", "last"), weights)
     log, first = _resume(out, record, model, optimizer, rank)
     # canonical order (by clip id) so the result does not depend on how clips fell into shards or ranks
     train_clips = _sorted_by_id(clips, clips.numbers(train_ids))
@@ -450,14 +448,15 @@ def joint_train(
     net = model
     if world > 1:
         ids = [torch.cuda.current_device()] if device.startswith("cuda") else None
-        net = nn.parallel.DistributedDataParallel(model, device_ids=ids)
+        # every rank loaded the same verified weights: no 0.5 GB broadcast at start; the buffers are constants
+        net = nn.parallel.DistributedDataParallel(model, device_ids=ids, init_sync=False, broadcast_buffers=False)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         settings_json = {**asdict(settings), "source": record, "head": asdict(head_settings_of(saved))}
         (out / "settings.json").write_text(json.dumps(settings_json, indent=1))
     for epoch in range(first, settings.epochs):
         started = time.perf_counter()
-        loss = _train_epoch(net, inputs, clips, train_clips, optimizer, settings, epoch, device)
+        loss = _train_epoch(net, inputs, clips, train_clips, optimizer, settings, objective, epoch, device)
         val_loss, accuracy = _validate(model, inputs, clips, validation) if len(validation) else (None, None)
         log.append(
             {
@@ -550,10 +549,12 @@ def _train_epoch(
     order_clips: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     settings: JointSettings,
+    objective: tuple[str, torch.Tensor | None],
     epoch: int,
     device: str,
 ) -> float:
-    """One pass of SGD over the training clips; returns the mean train loss (over all ranks)."""
+    """One pass of SGD over the training clips; returns the mean train loss (over all ranks). `objective`:
+    the head's own (supervision at the last second or every second, class weights or none)."""
     rank, world = distributed.rank(), distributed.world()
     # seeded per epoch (and rank, for dropout): a resumed run draws exactly what an uninterrupted one would
     draw = settings.seed * 100_003 + epoch
@@ -565,8 +566,7 @@ def _train_epoch(
     with tqdm(batches, desc=f"joint {epoch + 1}/{settings.epochs}", unit="batch", leave=False, disable=rank > 0) as bar:
         for batch in bar:
             mine = batch[rank::world]
-            logits = net(inputs.batch(mine), clips.lengths[mine], clips.has_audio[mine])
-            losses = nn.functional.cross_entropy(logits, clips.labels[mine].to(device), reduction="none")
+            losses = _clip_losses(net, inputs, clips, mine, objective, device)
             # DDP averages gradients over ranks: sum / |global batch| · world makes that the global batch mean
             loss = losses.sum() * (world / len(batch))
             optimizer.zero_grad(set_to_none=False)  # reuse gradient buffers (fc6 alone is 150 MB)
@@ -580,6 +580,22 @@ def _train_epoch(
         torch.distributed.all_reduce(sums)
         total, seen = sums[0].item(), int(sums[1].item())
     return total / max(seen, 1)
+
+
+def _clip_losses(
+    net: nn.Module, inputs: _Inputs, clips: _Clips, mine: torch.Tensor, objective: tuple, device: str
+) -> torch.Tensor:
+    """Cross-entropy per clip, as the trainer computes it for the head (trainer.clip_losses)."""
+    supervise, weights = objective
+    lengths, labels = clips.lengths[mine].to(device), clips.labels[mine].to(device)
+    if supervise == "every":  # every second predicts its clip's class; a clip's loss is the mean over its seconds
+        logits = net(inputs.batch(mine), lengths, clips.has_audio[mine], per_step=True)
+        clip_of_row = torch.repeat_interleave(torch.arange(len(mine), device=device), lengths)
+        per_row = nn.functional.cross_entropy(logits, labels[clip_of_row], reduction="none")
+        losses = torch.zeros(len(mine), device=device).index_add(0, clip_of_row, per_row) / lengths
+    else:
+        losses = nn.functional.cross_entropy(net(inputs.batch(mine), lengths, clips.has_audio[mine]), labels, reduction="none")
+    return losses if weights is None else losses * weights[labels]
 
 
 @torch.inference_mode()
