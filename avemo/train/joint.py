@@ -318,8 +318,7 @@ def _saved_seed(path: Path) -> int | None:
 def load_head(path: Path) -> tuple[EmotionHead, dict]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        known = {f.name for f in fields(HeadSettings)}
-        head_settings = HeadSettings(**{k: v for k, v in saved["settings"]["head"].items() if k in known})
+        head_settings = head_settings_of(saved)
         head = EmotionHead(head_settings)
         head.load_state_dict(saved["model"])
     except (KeyError, TypeError, RuntimeError, ValueError) as e:
@@ -379,7 +378,11 @@ def joint_train(
     distributed.init_from_env()
     rank, world = distributed.rank(), distributed.world()
     device = distributed.device_for(settings.device)
-    cache = Path(cache) if cache is not None else _cache_of(run)
+    if cache is None:
+        cache = _cache_of(run)
+    elif (run / "run.json").is_file() and _cache_of(run).resolve() != Path(cache).resolve() and rank == 0:
+        print(f"joint: note: {run} was trained on {_cache_of(run)}, tuning on {cache}")
+    cache = Path(cache)
     out = run / "joint"
     head_path = head_checkpoint(run, approach, seed)
     head, saved = load_head(head_path)
@@ -394,7 +397,7 @@ def joint_train(
     use_pool5 = not from_images and mode == "fc" and pool5_settings.get("weights_sha256") == features.get("weights_sha256")
     clips = _read_clips(cache, use_pool5)
     if export is not None and Path(export).resolve() == cache.resolve():
-        raise AvemoError(f"--export {export}: must not be the cache itself (its features would be replaced)")
+        raise AvemoError(f"export folder {export}: must not be the cache itself (its features would be replaced)")
 
     used = _modalities_of(head.approach)
     torch.manual_seed(settings.seed)
@@ -424,7 +427,7 @@ def joint_train(
         "train_clips": len(train_ids),
         "validation_clips": len(validation_ids),
     }
-    groups = [{"params": list(head.parameters()), "lr": settings.lr, "weight_decay": 0.0}]
+    groups = [{"params": [p for p in head.parameters() if p.requires_grad], "lr": settings.lr, "weight_decay": 0.0}]
     if settings.backbone_lr > 0:
         groups.append({"params": backbone_params, "lr": settings.backbone_lr, "weight_decay": settings.backbone_weight_decay})
     optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, fused=True)
