@@ -213,6 +213,37 @@ def extract(
     help="Features in RAM, or memory-mapped from a copy in RUN (auto: mmap when larger than half the free memory).",
 )
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present).")
+@click.option("--joint", is_flag=True, help="Then tune a trained head and the cache's AlexNets end to end (docs/joint.md).")
+@click.option(
+    "--joint-from",
+    default="modal",
+    show_default=True,
+    type=click.Choice(["modal", "early", "visual", "audio"]),
+    help="Head of RUN to tune (trained first if RUN has none).",
+)
+@click.option("--joint-seed", default=None, type=int, help="Seed folder to tune in a run trained with several seeds.")
+@click.option(
+    "--joint-layers",
+    default="fc",
+    show_default=True,
+    type=click.Choice(["fc", "all"]),
+    help="fc: fc6-fc7 on cached pool5 (convolutions frozen); all: every layer, from cached images.",
+)
+@click.option("--joint-epochs", default=3, show_default=True, type=click.IntRange(min=0), help="0: only predict/export.")
+@click.option("--joint-lr", default=0.001, show_default=True, type=click.FloatRange(min=0), help="Learning rate of the head.")
+@click.option(
+    "--joint-backbone-lr",
+    default=0.0001,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Learning rate of the AlexNets (0 freezes them).",
+)
+@click.option("--joint-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Clips per minibatch.")
+@click.option(
+    "--export-features",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="With --joint: write fc7 of the tuned AlexNets as a cache DIR for `avemo train --cache DIR`.",
+)
 def train(
     cache: Path,
     run_dir: Path,
@@ -225,10 +256,20 @@ def train(
     alpha_visual: float,
     memory: str,
     device: str | None,
+    joint: bool,
+    joint_from: str,
+    joint_seed: int | None,
+    joint_layers: str,
+    joint_epochs: int,
+    joint_lr: float,
+    joint_backbone_lr: float,
+    joint_batch_size: int,
+    export_features: Path | None,
     **options,
 ) -> None:
     """Train the paper's heads on the cache's train split; write predictions into RUN (an interrupted run
-    resumes when started again with the same command)."""
+    resumes when started again with the same command). With --joint, then run the joint end-to-end pass
+    from RUN's trained head (training that head first if RUN has none) into RUN/joint."""
     try:
         sizes = [int(v) for v in lstm_hidden.split(",")]
     except ValueError:
@@ -242,7 +283,26 @@ def train(
     head = HeadSettings(alpha_audio=alpha_audio, alpha_visual=alpha_visual, learn_alpha=alpha == "learned")
     settings = TrainSettings(head=head, seed=seed, **options, **({"device": device} if device else {}))
     approaches = list(APPROACHES) if approach == "all" else [approach]
-    run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes, memory=memory)
+    if export_features and not joint:
+        raise click.BadParameter("needs --joint", param_hint="--export-features")
+    if joint and any((run_dir / joint_from).glob("**/model.pt")):
+        print(f"joint: tuning the trained head in {run_dir / joint_from}")
+    else:
+        approaches += [joint_from] if joint and joint_from not in approaches else []
+        run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes, memory=memory)
+    if joint:
+        from avemo.train.joint import JointSettings, joint_train
+
+        tuning = JointSettings(
+            layers=joint_layers,
+            epochs=joint_epochs,
+            lr=joint_lr,
+            backbone_lr=joint_backbone_lr,
+            batch_size=joint_batch_size,
+            seed=seed,
+            **({"device": device} if device else {}),
+        )
+        joint_train(cache, run_dir, tuning, approach=joint_from, export=export_features, seed=joint_seed)
 
 
 @main.command()
@@ -270,7 +330,7 @@ def evaluate(run_dir: Path, bootstrap: int, seed: int, no_plots: bool) -> None:
     "--approach",
     default="modal",
     show_default=True,
-    help="Head to use: a folder of RUN (visual, audio, early, modal, ...); late = visual and audio heads, α = 0.56.",
+    help="Head to use: a folder of RUN (visual, audio, early, modal, joint, ...); late = visual and audio heads, α = 0.56.",
 )
 @click.option("--format", "fmt", default="json", show_default=True, type=click.Choice(["json", "csv"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")

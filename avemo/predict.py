@@ -118,11 +118,13 @@ class Predictor:
         features = ShardStore(cache / "features", "features").settings
         if not features:
             raise AvemoError(f"{cache / 'features'}: no feature manifest; the run's cache is gone or incomplete")
-        self.mode = (features.get("finetune") or {}).get("mode", "none")
-        self.nets = {
-            m: Fc7(model).to(self.device, memory_format=torch.channels_last).eval()
-            for m, model in alexnets(cache, features).items()
-        }
+        if approach == "joint":  # the AlexNets tuned with the head; fc mode tuned fc6-fc7 on cached fp16 pool5
+            models, layers = joint_alexnets(self.run / "joint")
+            self.mode = "fc" if layers == "fc" else "all"
+        else:
+            models = alexnets(cache, features)
+            self.mode = (features.get("finetune") or {}).get("mode", "none")
+        self.nets = {m: Fc7(model).to(self.device, memory_format=torch.channels_last).eval() for m, model in models.items()}
 
     def predict(self, path: str | Path) -> VideoPrediction:
         """Probabilities per second and per clip; raises AvemoError with the reason for an unusable file."""
@@ -196,6 +198,20 @@ def alexnets(cache: Path, features: dict) -> dict[str, torch.nn.Module]:
             )
         out[modality] = model
     return out
+
+
+def joint_alexnets(folder: Path) -> tuple[dict[str, torch.nn.Module], str]:
+    """The AlexNets of a joint pass (`RUN/joint/{visual,audio}.pt`, checked against the hashes in its
+    model.pt) and the layers it tuned (fc or all)."""
+    saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    out = {}
+    for modality in MODALITIES:
+        entry = saved["alexnets"][modality]
+        model = build_alexnet(str(folder / entry["file"]))
+        if weights_sha256(model) != entry["sha256"]:
+            raise AvemoError(f"{folder / entry['file']}: not the AlexNet this joint pass saved; train it again")
+        out[modality] = model
+    return out, saved["joint"]["layers"]
 
 
 def predict_videos(

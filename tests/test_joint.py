@@ -269,3 +269,21 @@ def test_user_errors_are_one_clear_line(made, tmp_path):
         joint_train(made / "cache", made / "run", export=tmp_path / "foreign")
     with pytest.raises(AvemoError, match="must be one of fc, all"):
         JointSettings(layers="conv")
+
+
+def test_predict_uses_the_jointly_tuned_alexnets(joint):
+    """`avemo predict --approach joint` decodes a cached clip and gets the pass's own predictions for it."""
+    from avemo.predict import Predictor
+
+    ids, written = probabilities(joint / "run" / "joint" / "predictions.csv")
+    predictor = Predictor(joint / "run", "joint", batch_size=8)
+    for clip in ("v/b.mp4", "v/t1.mp4"):
+        np.testing.assert_allclose(predictor.predict(joint / clip).clip, written[ids.index(clip)], atol=5e-4)
+
+
+def test_evaluate_reports_the_joint_row(joint):
+    from avemo.evaluate.report import evaluate
+
+    results = evaluate(joint / "run")
+    assert {"modal", "joint"} <= set(results["approaches"])
+    assert "| Joint pass (head and AlexNets tuned end to end) |" in (joint / "run" / "report.md").read_text()

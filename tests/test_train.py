@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -258,3 +259,11 @@ def test_two_process_torchrun_training(tmp_path):
         assert len(rows) == 60
     log = list(csv.DictReader(open(tmp_path / "run" / "visual" / "log.csv")))
     assert [int(r["epoch"]) for r in log] == [1, 2, 3]
+
+
+def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, trained):
+    cache = json.loads((trained / "run.json").read_text())["cache"]
+    shutil.copytree(trained / "visual", tmp_path / "run" / "visual")
+    with pytest.raises(AvemoError, match=r"other settings \(epochs: 40 → 7\).*delete that folder"):
+        train(cache, tmp_path / "run", ["visual"], replace(SETTINGS, epochs=7))
+    assert (tmp_path / "run" / "visual" / "model.pt").read_bytes() == (trained / "visual" / "model.pt").read_bytes()

@@ -46,6 +46,7 @@ TITLES = {
     "early": "Early fusion",
     "late": "Late fusion",
     "modal": "Modal fusion",
+    "joint": "Joint pass (head and AlexNets tuned end to end)",
 }
 CLASS_NAMES = {"arousal": AROUSAL_NAMES, "valence": VALENCE_NAMES}
 PAPER_TABLE1 = {"visual": 55.51, "audio": 55.14, "early": 55.71, "late": 55.70, "modal": 55.89}  # arousal, %
@@ -370,7 +371,8 @@ def table(results: dict, task: str = "arousal") -> str:
             _pct(g["macro_f1"], g["macro_f1_std"]),
         ]
         if paper:
-            cells.append(f"{PAPER_TABLE1[g['approach']]:.2f}" if not g["variant"] else "")
+            value = PAPER_TABLE1.get(g["approach"])
+            cells.append(f"{value:.2f}" if value is not None and not g["variant"] else "")
         lines.append("| " + " | ".join(cells) + " |")
     m = scored["majority"]
     cells = [

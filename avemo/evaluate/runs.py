@@ -6,7 +6,8 @@ Layout read (all optional except at least one predictions.csv):
     RUN/<approach>[-<variant>]/predictions.csv     one seed; the seed is `seed` of settings.json beside it
     RUN/<approach>[-<variant>]/seed-<n>/predictions.csv   several seeds of one configuration
 
-`<approach>` is one of visual, audio, early, late, modal (the rows of the paper's Table 1). `<variant>` is
+`<approach>` is one of visual, audio, early, late, modal (the rows of the paper's Table 1), or joint (the
+end-to-end pass of `avemo train --joint`). `<variant>` is
 any name for another configuration of the same approach, e.g. `modal-lstm64` for the Fig. 2 sweep; its
 LSTM size is read from `head.lstm_hidden` of settings.json. A seed folder's settings.json wins over its
 parent's; without one the seed is the folder's number.
@@ -29,8 +30,9 @@ import numpy as np
 from avemo.errors import AvemoError
 
 APPROACHES = ("visual", "audio", "early", "late", "modal")  # = avemo.train.heads.APPROACHES (tested), without torch
+ROWS = (*APPROACHES, "joint")  # joint: `avemo train --joint`, the head and AlexNets tuned end to end (RUN/joint/)
 TASKS = {"arousal": ("arousal", "predicted"), "valence": ("valence", "predicted_valence")}  # true, predicted column
-_FOLDER = re.compile(rf"^({'|'.join(APPROACHES)})(?:-([A-Za-z0-9_.+-]+))?$")
+_FOLDER = re.compile(rf"^({'|'.join(ROWS)})(?:-([A-Za-z0-9_.+-]+))?$")
 _SEED = re.compile(r"^seed-(-?\d+)$")
 
 
@@ -72,7 +74,7 @@ def find_predictions(run: Path) -> list[Predictions]:
                 found.append(read_predictions(seed_folder / "predictions.csv", approach, variant, seed_settings))
     found.sort(
         key=lambda p: (
-            APPROACHES.index(p.approach),
+            ROWS.index(p.approach),
             p.variant != "",
             p.lstm_hidden or 0,
             p.variant,

@@ -15,7 +15,8 @@ minibatches of 32, at most 40 epochs, 10% of the train clips for validation, sel
 loss, patience 10; features z-scored with the statistics of the clips trained on.
 A run killed at any point resumes where it stopped when started again with the same command: every epoch
 ends with an atomic `last.pt` (model, optimizer, epoch, settings, log), and the random streams of an epoch
-(shuffle, dropout) are derived from (seed, epoch), so a resumed run equals an uninterrupted one.
+(shuffle, dropout) are derived from (seed, epoch), so a resumed run equals an uninterrupted one. A folder
+trained with other settings is never overwritten: the run stops and names the settings that differ.
 """
 
 from __future__ import annotations
@@ -184,14 +185,19 @@ def fit(
     last = out / "last.pt"
     if last.is_file():
         saved = torch.load(last, map_location="cpu", weights_only=True)
-        if saved["settings"] == record and saved["fitting"] == data.clip_ids[clips.numpy()].tolist():
-            model.load_state_dict(saved["model"])
-            optimizer.load_state_dict(saved["optimizer"])
-            progress = saved["progress"]
-            if not progress["finished"]:
-                print(f"{distributed.tag()}{out}: resuming after epoch {progress['epoch']}")
-        else:
-            print(f"{distributed.tag()}{out}: last.pt was trained with other settings or clips; starting over")
+        differ = _differences(saved["settings"], record)
+        if saved["fitting"] != data.clip_ids[clips.numpy()].tolist():
+            differ.append("the clips trained on (another cache or validation split)")
+        if differ:
+            raise AvemoError(
+                f"{out} holds a model trained with other settings ({'; '.join(differ[:3])}): "
+                "give another --run, or delete that folder to train it again"
+            )
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        progress = saved["progress"]
+        if not progress["finished"]:
+            print(f"{distributed.tag()}{out}: resuming after epoch {progress['epoch']}")
     trained = _ddp(model)
     validation_ids = data.clip_ids[validation.numpy()].tolist()
     epochs = range(progress["epoch"] + 1, settings.epochs + 1)
@@ -334,6 +340,18 @@ def _ddp(model: torch.nn.Module) -> torch.nn.Module:
         return model
     ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
     return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
+
+
+def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
+    """'name: saved → wanted' for every setting that differs (nested dicts by dotted name)."""
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _differences(a, b, f"{prefix}{key}.")
+        elif a != b and key != "device":
+            out.append(f"{prefix}{key}: {a} → {b}")
+    return out
 
 
 def _stream(*key: int) -> int:
