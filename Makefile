@@ -12,7 +12,7 @@ RUN      ?= $(DEMO)/run
 WEIGHTS  ?= none
 APPROACH ?= all
 
-.PHONY: install demo test lint bench extract train eval clean
+.PHONY: install demo test lint bench extract train joint eval clean
 
 install: $(STAMP)
 
@@ -25,13 +25,16 @@ $(DEMO)/sample/clips.csv: | $(STAMP)
 	$(BIN)/avemo sample $(DEMO)/sample --clips 150 --seed 0
 
 demo: $(STAMP) $(DEMO)/sample/clips.csv
-	$(MAKE) --no-print-directory extract train eval
+	$(MAKE) --no-print-directory extract train joint eval
 
 extract: $(STAMP)
 	$(BIN)/avemo extract --manifest $(MANIFEST) --cache $(CACHE) --weights $(WEIGHTS)
 
 train: $(STAMP)
 	$(BIN)/avemo train --cache $(CACHE) --run $(RUN) --approach $(APPROACH)
+
+joint: $(STAMP)
+	$(BIN)/avemo train --cache $(CACHE) --run $(RUN) --joint
 
 eval: $(STAMP)
 	$(BIN)/avemo evaluate --run $(RUN)
@@ -41,6 +44,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/avemo bench extract
+	$(BIN)/avemo bench train
 
 lint: $(STAMP)
 	$(BIN)/ruff check avemo tests && $(BIN)/ruff format --check avemo tests

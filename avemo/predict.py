@@ -40,7 +40,16 @@ from avemo.cache import ShardStore
 from avemo.cache.images import decode_block
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, pool5_features, weights_sha256
+from avemo.extract.alexnet import (
+    FC7_DIM,
+    Fc7,
+    batched,
+    build_alexnet,
+    fc7_features,
+    feature_alexnets,
+    pool5_features,
+    weights_sha256,
+)
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.spectrogram import SpectrogramSettings
 from avemo.extract.workers import decode_for_cache
@@ -122,7 +131,7 @@ class Predictor:
             models, layers = joint_alexnets(self.run / "joint")
             self.mode = "fc" if layers == "fc" else "all"
         else:
-            models = alexnets(cache, features)
+            models, _ = feature_alexnets(cache, features)
             self.mode = (features.get("finetune") or {}).get("mode", "none")
         self.nets = {m: Fc7(model).to(self.device, memory_format=torch.channels_last).eval() for m, model in models.items()}
 
@@ -178,26 +187,6 @@ def decode_settings(cache: Path) -> DecodeSettings:
     values = {k: v for k, v in settings.items() if k in known}
     spectrogram = {k: v for k, v in settings["spectrogram"].items() if k in {f.name for f in fields(SpectrogramSettings)}}
     return DecodeSettings(**{**values, "spectrogram": SpectrogramSettings(**spectrogram)})
-
-
-def alexnets(cache: Path, features: dict) -> dict[str, torch.nn.Module]:
-    """The AlexNets whose fc7 the heads were trained on, checked against the hashes stored with the features."""
-    tuned = features.get("tuned_sha256")
-    out = {}
-    for modality in MODALITIES:
-        if tuned:
-            path = cache / "models" / f"{modality}.pt"
-            if not path.is_file():
-                raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
-            model, expected = build_alexnet(str(path)), tuned[modality]
-        else:
-            model, expected = build_alexnet(features["weights"], features["seed"]), features.get("weights_sha256")
-        if expected and weights_sha256(model) != expected:
-            raise AvemoError(
-                f"{cache}: the {modality} AlexNet differs from the one that made the features the heads were trained on"
-            )
-        out[modality] = model
-    return out
 
 
 def joint_alexnets(folder: Path) -> tuple[dict[str, torch.nn.Module], str]:

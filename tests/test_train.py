@@ -189,11 +189,14 @@ def test_validation_takes_whole_movies_and_silent_clips_teach_no_audio(tmp_path)
 def test_options_per_step_supervision_class_weights_fixed_alpha_clipping(tmp_path):
     cache = write_feature_cache(tmp_path / "cache", n_clips=90)
     head = replace(SETTINGS.head, alpha_audio=0.56, alpha_visual=0.44, learn_alpha=False)
-    settings = replace(SETTINGS, head=head, supervise="every", class_weights="balanced", clip_grad=1.0, epochs=60)
+    settings = replace(
+        SETTINGS, head=head, supervise="every", class_weights="balanced", clip_grad=1.0, epochs=60, deterministic=True
+    )
     train(cache, tmp_path / "run", ["modal"], settings)
     saved = torch.load(tmp_path / "run" / "modal" / "model.pt", weights_only=True)
     assert float(saved["model"]["alpha_audio"]) == pytest.approx(0.56)  # fixed, not learned
     assert saved["settings"]["supervise"] == "every" and saved["settings"]["class_weights"] == "balanced"
+    assert not torch.are_deterministic_algorithms_enabled()  # the global switch is restored after the run
     results = evaluate(tmp_path / "run")
     assert results["approaches"]["modal"]["accuracy"] >= results["majority_accuracy"] + 0.25
     with pytest.raises(AvemoError, match="supervise 'all': must be one of last, every"):

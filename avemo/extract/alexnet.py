@@ -110,3 +110,36 @@ def batched(
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
             out[start : start + len(batch)] = fn(batch).float().cpu().numpy()
     return out
+
+
+def feature_alexnets(cache: Path, features: dict) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
+    """Per modality, the AlexNet that made a cache's features (`features`: their manifest settings) and its
+    parameter hash: the tuned CACHE/models/<modality>.pt, or the base AlexNet (`--finetune none`), checked
+    against the hashes recorded with the features."""
+    tuned = features.get("tuned_sha256")
+    mode = (features.get("finetune") or {}).get("mode", "none")
+    out, hashes = {}, {}
+    for modality in ("visual", "audio"):
+        if tuned:
+            path = cache / "models" / f"{modality}.pt"
+            if not path.is_file():
+                raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
+            model, expected = build_alexnet(str(path)), tuned[modality]
+        elif mode == "none" and "weights" in features:
+            try:
+                model = build_alexnet(features["weights"], features.get("seed", 0))
+            except AvemoError:
+                raise
+            except Exception as e:  # noqa: BLE001 - e.g. imagenet weights without the internet
+                raise AvemoError(
+                    f"{cache}: cannot rebuild the AlexNet of the features (--weights {features['weights']}: "
+                    f"{type(e).__name__}); extract with fine-tuning (--finetune fc) so the models are in the cache"
+                ) from None
+            expected = features.get("weights_sha256")
+        else:
+            raise AvemoError(f"{cache / 'models'}: no fine-tuned AlexNets; extract with fine-tuning (--finetune fc or all)")
+        hashes[modality] = weights_sha256(model)
+        if expected and hashes[modality] != expected:
+            raise AvemoError(f"{cache}: the {modality} AlexNet differs from the one that made the cache's features")
+        out[modality] = model
+    return out, hashes

@@ -41,7 +41,7 @@ per shard of CACHE/features with the same index, the manifest settings of CACHE/
 links to the cache's, which stay valid because the convolutions did not change in `fc` mode.
 `avemo train --cache OUT` then reruns head experiments on the new features.
 
-Under torchrun (`avemo.extract.distributed`): DistributedDataParallel over the backbones and the head (gloo on
+Under torchrun (`avemo.distributed`): DistributedDataParallel over the backbones and the head (gloo on
 CPU, NCCL on GPUs); every rank takes every world-th clip of each global batch, and the loss is scaled so the
 averaged gradient is that of the whole batch. Predictions and export are shared by shards; rank 0 writes the
 run's files. Docs: docs/joint.md.
@@ -69,9 +69,9 @@ from avemo.cache import ShardStore, read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, weights_sha256
+from avemo.extract.alexnet import FC7_DIM, Fc7, feature_alexnets, weights_sha256
 from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import class_weights, write_predictions
+from avemo.train.trainer import class_weights, sgd, supervised_losses, write_predictions
 
 LAYERS = ("fc", "all")
 MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # modality → media dataset
@@ -328,40 +328,6 @@ def load_head(path: Path) -> tuple[EmotionHead, dict]:
     return head, saved
 
 
-def load_alexnets(cache: Path, features: dict) -> tuple[dict[str, nn.Module], dict[str, str]]:
-    """The AlexNets whose fc7 the head was trained on, and their parameter hashes: CACHE/models, or the base
-    AlexNet (`--finetune none`), checked against the hashes recorded with the features."""
-    tuned = features.get("tuned_sha256")
-    mode = (features.get("finetune") or {}).get("mode", "none")
-    out, hashes = {}, {}
-    for modality in MODALITIES:
-        if tuned:
-            path = cache / "models" / f"{modality}.pt"
-            if not path.is_file():
-                raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
-            model, expected = build_alexnet(str(path)), tuned[modality]
-        elif mode == "none" and "weights" in features:
-            try:
-                model = build_alexnet(features["weights"], features.get("seed", 0))
-            except AvemoError:
-                raise
-            except Exception as e:  # noqa: BLE001 - e.g. imagenet weights without the internet
-                raise AvemoError(
-                    f"{cache}: cannot rebuild the AlexNet of the features (--weights {features['weights']}: "
-                    f"{type(e).__name__}); extract with fine-tuning (--finetune fc) so the models are in the cache"
-                ) from None
-            expected = features.get("weights_sha256")
-        else:
-            raise AvemoError(f"{cache / 'models'}: no fine-tuned AlexNets; extract with fine-tuning (--finetune fc or all)")
-        hashes[modality] = weights_sha256(model)
-        if expected and hashes[modality] != expected:
-            raise AvemoError(
-                f"{cache}: the {modality} AlexNet differs from the one that made the features the head was trained on"
-            )
-        out[modality] = model
-    return out, hashes
-
-
 # -- the pass ---------------------------------------------------------------------------------------
 def joint_train(
     cache: str | Path | None,
@@ -389,7 +355,7 @@ def joint_train(
     features = ShardStore(cache / "features", "features").settings
     if not features:
         raise AvemoError(f"{cache / 'features'}: no feature manifest; run `avemo extract` first")
-    alexnets, source_hashes = load_alexnets(cache, features)
+    alexnets, source_hashes = feature_alexnets(cache, features)
     from_images = settings.layers == "all"
     mode = (features.get("finetune") or {}).get("mode", "none")
     pool5_settings = ShardStore(cache / "pool5", "pool5").settings if (cache / "pool5").is_dir() else {}
@@ -430,7 +396,7 @@ def joint_train(
     groups = [{"params": [p for p in head.parameters() if p.requires_grad], "lr": settings.lr, "weight_decay": 0.0}]
     if settings.backbone_lr > 0:
         groups.append({"params": backbone_params, "lr": settings.backbone_lr, "weight_decay": settings.backbone_weight_decay})
-    optimizer = torch.optim.SGD(groups, lr=settings.lr, momentum=settings.momentum, fused=True)
+    optimizer = sgd(groups, lr=settings.lr, momentum=settings.momentum)
 
     if export is not None:  # refuse a foreign OUT/features before training, not after
         existing = ShardStore(Path(export) / "features", "features")
@@ -588,17 +554,13 @@ def _train_epoch(
 def _clip_losses(
     net: nn.Module, inputs: _Inputs, clips: _Clips, mine: torch.Tensor, objective: tuple, device: str
 ) -> torch.Tensor:
-    """Cross-entropy per clip, as the trainer computes it for the head (trainer.clip_losses)."""
+    """Cross-entropy per clip, as the trainer computes it for the head (trainer.supervised_losses)."""
     supervise, weights = objective
     lengths, labels = clips.lengths[mine].to(device), clips.labels[mine].to(device)
-    if supervise == "every":  # every second predicts its clip's class; a clip's loss is the mean over its seconds
-        logits = net(inputs.batch(mine), lengths, clips.has_audio[mine], per_step=True)
-        clip_of_row = torch.repeat_interleave(torch.arange(len(mine), device=device), lengths)
-        per_row = nn.functional.cross_entropy(logits, labels[clip_of_row], reduction="none")
-        losses = torch.zeros(len(mine), device=device).index_add(0, clip_of_row, per_row) / lengths
-    else:
-        losses = nn.functional.cross_entropy(net(inputs.batch(mine), lengths, clips.has_audio[mine]), labels, reduction="none")
-    return losses if weights is None else losses * weights[labels]
+    batch, has_audio = inputs.batch(mine), clips.has_audio[mine]
+    return supervised_losses(
+        lambda per_step: net(batch, lengths, has_audio, per_step=per_step), lengths, labels, supervise, weights
+    )
 
 
 @torch.inference_mode()

@@ -25,6 +25,7 @@ import csv
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -100,6 +101,7 @@ def train(
     run.mkdir(parents=True, exist_ok=True)
     seeds = seeds or [settings.seed]
     lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
+    deterministic_before = torch.are_deterministic_algorithms_enabled()
     if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
         torch.use_deterministic_algorithms(True)
@@ -153,6 +155,7 @@ def train(
                 print(f"{distributed.tag()}{name}: {', '.join(summary)}")
     distributed.barrier()
     shutil.rmtree(mmap_dir, ignore_errors=True)
+    torch.use_deterministic_algorithms(deterministic_before)
     return run
 
 
@@ -251,9 +254,13 @@ def fit(
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
-    """SGD with momentum (paper: "stochastic gradient descent"), fused into one kernel where torch has it."""
+    """SGD with momentum (paper: "stochastic gradient descent") over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    options = {"lr": settings.lr, "momentum": settings.momentum, "weight_decay": settings.weight_decay}
+    return sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+
+
+def sgd(params: list, **options) -> torch.optim.Optimizer:
+    """torch's SGD, fused into one kernel where this torch has it for the device (a third faster on CPU)."""
     try:
         return torch.optim.SGD(params, **options, fused=True)
     except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
@@ -295,16 +302,32 @@ def run_epoch(
 def clip_losses(
     model: torch.nn.Module, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings, weights: torch.Tensor | None
 ) -> torch.Tensor:
-    """Cross-entropy per clip [B]: at its last second, or averaged over its seconds (`supervise` every)."""
+    """Cross-entropy per clip [B] of `model` on a batch of `clips` (see supervised_losses)."""
     visual, audio, lengths, has_audio = data.batch(clips, settings.device)
     labels = data.labels[clips].to(settings.device)
-    if settings.supervise == "last":
-        losses = torch.nn.functional.cross_entropy(model(visual, audio, lengths, has_audio), labels, reduction="none")
+
+    def forward(per_step: bool) -> torch.Tensor:
+        return model(visual, audio, lengths, has_audio, per_step=per_step)
+
+    return supervised_losses(forward, lengths, labels, settings.supervise, weights)
+
+
+def supervised_losses(
+    forward: Callable[[bool], torch.Tensor],
+    lengths: torch.Tensor,
+    labels: torch.Tensor,
+    supervise: str,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """Cross-entropy per clip [B]: at its last second (`supervise` last; `forward(False)` gives logits [B, 3]),
+    or the mean over its seconds (every; `forward(True)` gives packed logits [N, 3]); × its class weight."""
+    if supervise == "last":
+        losses = torch.nn.functional.cross_entropy(forward(False), labels, reduction="none")
     else:
-        logits = model(visual, audio, lengths, has_audio, per_step=True)
-        clip_of_row = torch.repeat_interleave(torch.arange(len(clips), device=logits.device), lengths)
+        logits = forward(True)
+        clip_of_row = torch.repeat_interleave(torch.arange(len(labels), device=logits.device), lengths)
         per_row = torch.nn.functional.cross_entropy(logits, labels[clip_of_row], reduction="none")
-        losses = torch.zeros(len(clips), device=logits.device).index_add(0, clip_of_row, per_row) / lengths
+        losses = torch.zeros(len(labels), device=logits.device).index_add(0, clip_of_row, per_row) / lengths
     return losses if weights is None else losses * weights[labels]
 
 
