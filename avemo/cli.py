@@ -203,6 +203,9 @@ def extract(
 @click.option(
     "--alpha-visual", default=0.5, show_default=True, type=float, help="α_v: start value, or the value with --alpha fixed."
 )
+@click.option(
+    "--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="MLP dropout (paper: 0.5)."
+)
 @click.option("--clip-grad", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Max gradient norm (0: off).")
 @click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
 @click.option(
@@ -254,6 +257,7 @@ def train(
     alpha: str,
     alpha_audio: float,
     alpha_visual: float,
+    dropout: float,
     memory: str,
     device: str | None,
     joint: bool,
@@ -280,7 +284,7 @@ def train(
     from avemo.train.trainer import TrainSettings
     from avemo.train.trainer import train as run_train
 
-    head = HeadSettings(alpha_audio=alpha_audio, alpha_visual=alpha_visual, learn_alpha=alpha == "learned")
+    head = HeadSettings(alpha_audio=alpha_audio, alpha_visual=alpha_visual, learn_alpha=alpha == "learned", dropout=dropout)
     settings = TrainSettings(head=head, seed=seed, **options, **({"device": device} if device else {}))
     approaches = list(APPROACHES) if approach == "all" else [approach]
     if export_features and not joint:

@@ -249,19 +249,29 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         torch.testing.assert_close(killed["model"][name], value, rtol=0, atol=0)
 
 
-def test_two_process_torchrun_training(tmp_path):
+def test_two_process_torchrun_training_equals_one_process(tmp_path):
+    """Each rank takes half of every batch; the averaged gradients are the whole batch's (dropout off, so the
+    two runs draw nothing differently): the same losses and predictions as one process, up to rounding."""
     cache = write_feature_cache(tmp_path / "cache", n_clips=60)
     avemo = Path(sys.executable).parent / "avemo"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(avemo), "train"]
-    command += ["--cache", str(cache), "--run-dir", str(tmp_path / "run"), "--approach", "late", "--epochs", "3"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    command += ["--cache", str(cache), "--run-dir", str(tmp_path / "two"), "--approach", "late", "--epochs", "3"]
+    result = subprocess.run(command + ["--dropout", "0"], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 0/2] late:" in result.stdout and "[rank 1/2] late:" in result.stdout
+    one = TrainSettings(head=HeadSettings(dropout=0), epochs=3, device="cpu")
+    train(cache, tmp_path / "one", ["late"], one)
     for approach in ("visual", "audio", "late"):
-        rows = list(csv.DictReader(open(tmp_path / "run" / approach / "predictions.csv")))
-        assert len(rows) == 60
-    log = list(csv.DictReader(open(tmp_path / "run" / "visual" / "log.csv")))
-    assert [int(r["epoch"]) for r in log] == [1, 2, 3]
+        rows = {n: list(csv.DictReader(open(tmp_path / n / approach / "predictions.csv"))) for n in ("one", "two")}
+        assert len(rows["two"]) == 60
+        for a, b in zip(rows["one"], rows["two"]):
+            assert a["clip_id"] == b["clip_id"]
+            for name in ("p_calm", "p_neutral", "p_active"):
+                assert float(a[name]) == pytest.approx(float(b[name]), abs=1e-4)
+    logs = {n: list(csv.DictReader(open(tmp_path / n / "visual" / "log.csv"))) for n in ("one", "two")}
+    assert [int(r["epoch"]) for r in logs["two"]] == [1, 2, 3]
+    for a, b in zip(logs["one"], logs["two"]):
+        assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-4)
 
 
 def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, trained):
