@@ -241,6 +241,13 @@ def extract(
     type=click.FloatRange(min=0),
     help="Learning rate of the AlexNets (0 freezes them).",
 )
+@click.option(
+    "--joint-select",
+    default="loss",
+    show_default=True,
+    type=click.Choice(["loss", "last"]),
+    help="Keep the joint epoch (0: the start) with the lowest validation loss, or the last.",
+)
 @click.option("--joint-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Clips per minibatch.")
 @click.option(
     "--export-features",
@@ -268,6 +275,7 @@ def train(
     joint_lr: float,
     joint_backbone_lr: float,
     joint_batch_size: int,
+    joint_select: str,
     export_features: Path | None,
     **options,
 ) -> None:
@@ -303,6 +311,7 @@ def train(
             lr=joint_lr,
             backbone_lr=joint_backbone_lr,
             batch_size=joint_batch_size,
+            select=joint_select,
             seed=seed,
             **({"device": device} if device else {}),
         )

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -40,7 +41,8 @@ HEAD = TrainSettings(
     head=HeadSettings(hidden=16, lstm_hidden=8, mlp_hidden=8), epochs=3, batch_size=4, lr=0.05, validation=0.2, patience=0
 )
 # z-scoring divides fc7 by its tiny std (random-init AlexNets): the backbones' gradients are large, keep their rate small
-FAST = JointSettings(epochs=2, batch_size=4, lr=0.01, backbone_lr=1e-4)
+# select last: the tests below check what training changes (on one validation clip the start often wins)
+FAST = JointSettings(epochs=2, batch_size=4, lr=0.01, backbone_lr=1e-4, select="last")
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +149,7 @@ def test_no_epochs_reproduce_the_heads_predictions(made, tmp_path):
 def test_backbone_rate_zero_leaves_the_alexnets_bit_for_bit(made, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(made / "run" / "modal", run / "modal")
-    joint_train(made / "cache", run, JointSettings(epochs=1, batch_size=4, lr=0.01, backbone_lr=0))
+    joint_train(made / "cache", run, JointSettings(epochs=1, batch_size=4, lr=0.01, backbone_lr=0, select="last"))
     for modality in ("visual", "audio"):
         before = build_alexnet(str(made / "cache" / "models" / f"{modality}.pt"))
         assert weights_sha256(build_alexnet(str(run / "joint" / f"{modality}.pt"))) == weights_sha256(before)
@@ -218,7 +220,7 @@ def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path,
 def test_mode_all_tunes_the_convolutions_from_the_cached_images(made, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(made / "run" / "modal", run / "modal")
-    joint_train(made / "cache", run, JointSettings(layers="all", epochs=1, batch_size=8, backbone_lr=1e-4))
+    joint_train(made / "cache", run, JointSettings(layers="all", epochs=1, batch_size=8, backbone_lr=1e-4, select="last"))
     before = build_alexnet(str(made / "cache" / "models" / "visual.pt"))
     after = build_alexnet(str(run / "joint" / "visual.pt"))
     assert not torch.equal(after.features[0].weight, before.features[0].weight)
@@ -287,3 +289,22 @@ def test_evaluate_reports_the_joint_row(joint):
     results = evaluate(joint / "run")
     assert {"modal", "joint"} <= set(results["approaches"])
     assert "| Joint pass (head and AlexNets tuned end to end) |" in (joint / "run" / "report.md").read_text()
+
+
+def test_the_epoch_of_lowest_validation_loss_is_kept_and_the_start_is_a_candidate(made, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(made / "run", run)
+    joint_train(made / "cache", run, replace(FAST, epochs=3, select="loss"))
+    log = list(csv.DictReader(open(run / "joint" / "log.csv")))
+    assert [int(r["epoch"]) for r in log] == [0, 1, 2, 3] and log[0]["train_loss"] == ""
+    best = min(log, key=lambda r: (float(r["validation_loss"]), int(r["epoch"])))
+    saved = torch.load(run / "joint" / "model.pt", weights_only=True)
+    assert saved["epoch"] == int(best["epoch"])
+    assert not {p.name for p in (run / "joint").iterdir()} & {"best.pt", "last.pt"}
+    if saved["epoch"] == 0:  # the start kept: the head and the AlexNets as they were
+        start = torch.load(made / "run" / "modal" / "model.pt", weights_only=True)["model"]
+        for name, value in start.items():
+            torch.testing.assert_close(saved["model"][name], value, rtol=0, atol=0)
+        assert weights_sha256(build_alexnet(str(run / "joint" / "visual.pt"))) == weights_sha256(
+            build_alexnet(str(made / "cache" / "models" / "visual.pt"))
+        )

@@ -17,8 +17,9 @@ AlexNet's fc8 (its 3-way fine-tuning layer) is not used: the head classifies. It
 saved state dicts so `build_alexnet(PATH)` loads them.
 
 Which clips: the train split minus the validation clips the head's checkpoint lists (`"validation"`); the
-test split is never read while training (only for the final predictions). Validation accuracy is logged per
-epoch when there is a validation split; the model of the last epoch is kept.
+test split is never read while training (only for the final predictions). With validation clips, the epoch
+with the lowest validation loss is kept (`select`; epoch 0 is the start, so the pass never ends worse on
+validation than the head it began from); without, the last.
 
 Defaults (the paper gives none; ours, cited): 3 epochs (the head and backbones are already trained: this pass
 adjusts them); head learning rate 0.001, a tenth of the head's own 0.01 (fine-tuning a trained model, as
@@ -31,7 +32,8 @@ trainer's). A backbone learning rate of 0 freezes the backbones (no gradient is 
 Outputs in `RUN/joint/`: settings.json, log.csv (per epoch: train loss, validation accuracy, seconds),
 model.pt (the head, with the keys of a head checkpoint: model, norm, settings, validation; plus joint and
 alexnets), visual.pt / audio.pt (tuned AlexNet state dicts, `build_alexnet(PATH)` loads them),
-predictions.csv (every clip, in the trainer's format). `last.pt` is the checkpoint of the last finished
+predictions.csv (every clip, in the trainer's format). `best.pt` holds the best epoch's trained weights while
+the pass runs. `last.pt` is the checkpoint of the last finished
 epoch while the pass runs (a rerun with the same settings resumes from it); it is removed at the end.
 
 `export=OUT` writes OUT/features: fc7 (fp16) of every second of every clip from the tuned backbones, one shard
@@ -90,12 +92,15 @@ class JointSettings:
     momentum: float = 0.9
     backbone_weight_decay: float = 5e-4
     batch_size: int = 32  # clips
+    select: str = "loss"  # keep the epoch (0 = the start) with the lowest validation loss, or the last
     seed: int = 0
     device: str = field(default_factory=lambda: "cuda" if torch.cuda.is_available() else "cpu")
 
     def __post_init__(self) -> None:
         if self.layers not in LAYERS:
             raise AvemoError(f"joint layers {self.layers!r}: must be one of {', '.join(LAYERS)}")
+        if self.select not in ("loss", "last"):
+            raise AvemoError(f"joint select {self.select!r}: must be loss or last")
         if self.epochs < 0 or self.batch_size < 1 or self.lr < 0 or self.backbone_lr < 0:
             raise AvemoError("joint pass: epochs ≥ 0, batch size ≥ 1 and learning rates ≥ 0, please")
 
@@ -423,10 +428,19 @@ def joint_train(
         out.mkdir(parents=True, exist_ok=True)
         settings_json = {**asdict(settings), "source": record, "head": asdict(head_settings_of(saved))}
         (out / "settings.json").write_text(json.dumps(settings_json, indent=1))
+    selecting = settings.select == "loss" and len(validation) > 0 and settings.epochs > 0
+    if selecting and first == 0:  # the start is a candidate too: the pass never ends worse on validation
+        val_loss, accuracy = _validate(model, inputs, clips, validation)
+        log.append({"epoch": 0, "train_loss": "", "validation_loss": round(val_loss, 6)})
+        log[-1] |= {"validation_accuracy": round(accuracy, 6), "seconds": 0.0}
+        if rank == 0:
+            _save(_trainable_state(model), out / "best.pt")
     for epoch in range(first, settings.epochs):
         started = time.perf_counter()
         loss = _train_epoch(net, inputs, clips, train_clips, optimizer, settings, objective, epoch, device)
         val_loss, accuracy = _validate(model, inputs, clips, validation) if len(validation) else (None, None)
+        if selecting and rank == 0 and epoch + 1 < settings.epochs and round(val_loss, 6) < _best(log)["validation_loss"]:
+            _save(_trainable_state(model), out / "best.pt")  # (the last epoch's weights are in memory anyway)
         log.append(
             {
                 "epoch": epoch + 1,
@@ -444,6 +458,12 @@ def joint_train(
             print(f"joint epoch {epoch + 1}/{settings.epochs}: train loss {loss:.4f}{note}, {log[-1]['seconds']:.1f} s")
         distributed.barrier()
     inputs.memory = {}  # the training rows are no longer needed
+    kept = _best(log)["epoch"] if selecting else settings.epochs
+    if kept != settings.epochs:
+        distributed.barrier()
+        model.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True)["model"], strict=False)
+    if selecting and rank == 0:
+        print(f"joint: kept epoch {kept} of {settings.epochs} (lowest validation loss; 0 = the trained head as it was)")
 
     tuned = {m: m in used and settings.backbone_lr > 0 and settings.epochs > 0 for m in MODALITIES}
     hashes = {m: weights_sha256(a) if tuned[m] else source_hashes[m] for m, a in alexnets.items()}
@@ -455,6 +475,7 @@ def joint_train(
             "norm": saved.get("norm"),
             "settings": saved["settings"],
             "validation": sorted(validation_ids),
+            "epoch": kept,
             "joint": asdict(settings),
             "alexnets": {m: {"file": f"{m}.pt", "sha256": h} for m, h in hashes.items()},
         }
@@ -465,7 +486,8 @@ def joint_train(
         _write_log(out / "log.csv", log)
         if export is not None:
             _export_extras(cache, Path(export), out, record, use_pool5, features, hashes)
-        (out / "last.pt").unlink(missing_ok=True)
+        for name in ("last.pt", "best.pt"):
+            (out / name).unlink(missing_ok=True)
         test = clips.numbers(split="test").numpy()
         if len(test):
             accuracy = (probabilities[test].argmax(1) == clips.labels[test].numpy()).mean()
@@ -680,20 +702,24 @@ def _resume(out: Path, record: dict, model: JointModel, optimizer: torch.optim.O
     optimizer.load_state_dict(saved["optimizer"])
     log = saved["log"]
     if rank == 0:
-        print(f"joint: resuming after epoch {len(log)} from {path}")
-    return log, len(log)
+        print(f"joint: resuming after epoch {log[-1]['epoch']} from {path}")
+    return log, log[-1]["epoch"]
 
 
 def _save_checkpoint(out: Path, record: dict, model: JointModel, optimizer: torch.optim.Optimizer, log: list) -> None:
+    state = {"record": json.loads(json.dumps(record)), "optimizer": optimizer.state_dict(), "log": log}
+    _save(_trainable_state(model) | state, out / "last.pt")
+
+
+def _trainable_state(model: JointModel) -> dict:
+    """{"model": state dict} without the frozen backbone weights (they are the cache's: not saved again)."""
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    state = {
-        "record": json.loads(json.dumps(record)),
-        # frozen backbone weights are the cache's: not saved again
-        "model": {k: v for k, v in model.state_dict().items() if not k.startswith("backbones.") or k in trainable},
-        "optimizer": optimizer.state_dict(),
-        "log": log,
-    }
-    _save(state, out / "last.pt")
+    return {"model": {k: v for k, v in model.state_dict().items() if not k.startswith("backbones.") or k in trainable}}
+
+
+def _best(log: list[dict]) -> dict:
+    """The row of the lowest validation loss, the earliest among equals."""
+    return min((r for r in log if r["validation_loss"] != ""), key=lambda r: (r["validation_loss"], r["epoch"]))
 
 
 def _save(value: dict, path: Path) -> None:
