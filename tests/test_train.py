@@ -279,4 +279,5 @@ def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, traine
     shutil.copytree(trained / "visual", tmp_path / "run" / "visual")
     with pytest.raises(AvemoError, match=r"other settings \(epochs: 40 → 7\).*delete that folder"):
         train(cache, tmp_path / "run", ["visual"], replace(SETTINGS, epochs=7))
-    assert (tmp_path / "run" / "visual" / "model.pt").read_bytes() == (trained / "visual" / "model.pt").read_bytes()
+    for name in ("model.pt", "settings.json", "predictions.csv"):
+        assert (tmp_path / "run" / "visual" / name).read_bytes() == (trained / "visual" / name).read_bytes()

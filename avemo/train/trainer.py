@@ -137,14 +137,13 @@ def train(
                 out.mkdir(parents=True, exist_ok=True)
                 head = replace(settings.head, approach=approach, lstm_hidden=size)
                 approach_settings = replace(settings, head=head, seed=seed)
-                if distributed.rank() == 0:
-                    _write(out / "settings.json", json.dumps(asdict(approach_settings), indent=1))
                 if approach == "late":
                     probs = late_fusion(probabilities["audio"], probabilities["visual"], data.has_audio.numpy())
                 else:
                     probs = fit(data, approach_settings, out, norm, fitting, validation)
                 probabilities[approach] = probs
-                if distributed.rank() == 0:
+                if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
+                    _write(out / "settings.json", json.dumps(asdict(approach_settings), indent=1))
                     write_predictions(out / "predictions.csv", data, probs)
                 summary = [
                     f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
