@@ -54,8 +54,8 @@ from avemo.extract.decode import DecodeSettings
 from avemo.extract.spectrogram import SpectrogramSettings
 from avemo.extract.workers import decode_for_cache
 from avemo.train.data import Standardiser
-from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import late_fusion
+from avemo.train.heads import load_head
+from avemo.train.trainer import late_fusion, run_cache
 
 MODALITIES = ("visual", "audio")
 
@@ -83,15 +83,7 @@ class Head:
     """One trained head (model.pt) with its feature standardisation."""
 
     def __init__(self, path: Path, device: str):
-        if not path.is_file():
-            raise AvemoError(f"{path}: no trained head here; train this approach with `avemo train`")
-        try:
-            saved = torch.load(path, map_location="cpu", weights_only=True)
-            settings = HeadSettings(**saved["settings"]["head"])
-            self.model = EmotionHead(settings)
-            self.model.load_state_dict(saved["model"])
-        except (KeyError, TypeError, RuntimeError) as e:
-            raise AvemoError(f"{path}: not a head written by `avemo train` ({str(e).splitlines()[0][:120]})") from None
+        self.model, saved = load_head(path)
         self.model.to(device).eval()
         norm = saved.get("norm")
         self.norm = Standardiser(None if norm is None else {k: v.to(device) for k, v in norm.items()})
@@ -117,10 +109,7 @@ class Predictor:
         self.approach = approach
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        info_path = self.run / "run.json"
-        if not info_path.is_file():
-            raise AvemoError(f"{info_path}: not found; is {self.run} a run directory of `avemo train`?")
-        cache = Path(json.loads(info_path.read_text())["cache"])
+        cache = run_cache(self.run)
         head_names = list(MODALITIES) if approach == "late" else [approach]
         self.heads = [Head(self.run / name / "model.pt", self.device) for name in head_names]
         self.decode = decode_settings(cache)

@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -38,6 +37,7 @@ import torch
 from tqdm import tqdm
 
 from avemo import distributed
+from avemo.atomic import save_torch, write_json
 from avemo.cache import ShardStore
 from avemo.cache.images import read_images
 from avemo.cache.store import read_shard_index
@@ -294,10 +294,8 @@ def tuned_models(
         sha = weights_sha256(model)
         manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
         if distributed.rank() == 0:  # every rank holds the same weights (DDP); one writes them
-            tmp = path.with_name(path.name + ".tmp")
-            torch.save(model.state_dict(), tmp)
-            os.replace(tmp, path)
-            _write_json(manifest_path, manifest)
+            save_torch(model.state_dict(), path)
+            write_json(manifest_path, manifest)
             print(
                 f"fine-tune {modality}: {stats['epochs']} epochs on {stats['train_seconds']} train seconds, "
                 f"final train loss {stats['loss'][-1]:.4f}, train accuracy {100 * stats['train_accuracy']:.1f}%, "
@@ -305,9 +303,3 @@ def tuned_models(
             )
         out[modality] = (model, sha)
     return out
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)

@@ -22,10 +22,13 @@ mean after z-scoring), and the trainer leaves them out of the audio-only model's
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import torch
 from torch import nn
+
+from avemo.errors import AvemoError
 
 APPROACHES = ("visual", "audio", "early", "late", "modal")  # the rows of the paper's Table 1
 N_CLASSES = 3
@@ -109,3 +112,23 @@ class EmotionHead(nn.Module):
         out, _ = self.lstm(padded.view(len(lengths), steps, -1))
         out = out.reshape(len(lengths) * steps, -1)
         return self.mlp(out[slot] if per_step else out[slot[starts + lengths - 1]])
+
+
+def load_head(path: Path) -> tuple[EmotionHead, dict]:
+    """A head checkpoint written by `avemo train` (model.pt): the head, and everything saved with it
+    (settings, z-score statistics `norm`, validation clips, …)."""
+    if not path.is_file():
+        raise AvemoError(f"{path}: no trained head here; train this approach with `avemo train`")
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        head = EmotionHead(head_settings_of(saved))
+        head.load_state_dict(saved["model"])
+    except (KeyError, TypeError, RuntimeError, ValueError) as e:
+        raise AvemoError(f"{path}: not a head written by `avemo train` ({str(e).splitlines()[0][:120]})") from None
+    return head, saved
+
+
+def head_settings_of(saved: dict) -> HeadSettings:
+    """The HeadSettings of a checkpoint (fields this version does not know are ignored)."""
+    known = {f.name for f in fields(HeadSettings)}
+    return HeadSettings(**{k: v for k, v in saved["settings"]["head"].items() if k in known})

@@ -57,7 +57,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import h5py
@@ -67,13 +67,14 @@ from torch import nn
 from tqdm import tqdm
 
 from avemo import distributed
+from avemo.atomic import save_torch, write_json
 from avemo.cache import ShardStore, read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import FC7_DIM, Fc7, feature_alexnets, weights_sha256
-from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import class_weights, sgd, supervised_losses, write_predictions
+from avemo.train.heads import EmotionHead, head_settings_of, load_head
+from avemo.train.trainer import class_weights, run_cache, sgd, supervised_losses, write_predictions
 
 LAYERS = ("fc", "all")
 MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # modality → media dataset
@@ -320,16 +321,12 @@ def _saved_seed(path: Path) -> int | None:
     return json.loads(settings.read_text()).get("seed") if settings.is_file() else None
 
 
-def load_head(path: Path) -> tuple[EmotionHead, dict]:
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        head_settings = head_settings_of(saved)
-        head = EmotionHead(head_settings)
-        head.load_state_dict(saved["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise AvemoError(f"{path}: not a head written by `avemo train` ({str(e).splitlines()[0][:120]})") from None
-    if head_settings.feature_dim != FC7_DIM:
-        raise AvemoError(f"{path}: this head reads {head_settings.feature_dim}-d features, not AlexNet's fc7 ({FC7_DIM})")
+def load_fc7_head(path: Path) -> tuple[EmotionHead, dict]:
+    head, saved = load_head(path)
+    if head_settings_of(saved).feature_dim != FC7_DIM:
+        raise AvemoError(
+            f"{path}: this head reads {head_settings_of(saved).feature_dim}-d features, not AlexNet's fc7 ({FC7_DIM})"
+        )
     return head, saved
 
 
@@ -350,13 +347,13 @@ def joint_train(
     rank, world = distributed.rank(), distributed.world()
     device = distributed.device_for(settings.device)
     if cache is None:
-        cache = _cache_of(run)
-    elif (run / "run.json").is_file() and _cache_of(run).resolve() != Path(cache).resolve() and rank == 0:
-        print(f"joint: note: {run} was trained on {_cache_of(run)}, tuning on {cache}")
+        cache = run_cache(run)
+    elif (run / "run.json").is_file() and run_cache(run).resolve() != Path(cache).resolve() and rank == 0:
+        print(f"joint: note: {run} was trained on {run_cache(run)}, tuning on {cache}")
     cache = Path(cache)
     out = run / "joint"
     head_path = head_checkpoint(run, approach, seed)
-    head, saved = load_head(head_path)
+    head, saved = load_fc7_head(head_path)
     features = ShardStore(cache / "features", "features").settings
     if not features:
         raise AvemoError(f"{cache / 'features'}: no feature manifest; run `avemo extract` first")
@@ -434,13 +431,13 @@ def joint_train(
         log.append({"epoch": 0, "train_loss": "", "validation_loss": round(val_loss, 6)})
         log[-1] |= {"validation_accuracy": round(accuracy, 6), "seconds": 0.0}
         if rank == 0:
-            _save(_trainable_state(model), out / "best.pt")
+            save_torch(_trainable_state(model), out / "best.pt")
     for epoch in range(first, settings.epochs):
         started = time.perf_counter()
         loss = _train_epoch(net, inputs, clips, train_clips, optimizer, settings, objective, epoch, device)
         val_loss, accuracy = _validate(model, inputs, clips, validation) if len(validation) else (None, None)
         if selecting and rank == 0 and epoch + 1 < settings.epochs and round(val_loss, 6) < _best(log)["validation_loss"]:
-            _save(_trainable_state(model), out / "best.pt")  # (the last epoch's weights are in memory anyway)
+            save_torch(_trainable_state(model), out / "best.pt")  # (the last epoch's weights are in memory anyway)
         log.append(
             {
                 "epoch": epoch + 1,
@@ -469,7 +466,7 @@ def joint_train(
     hashes = {m: weights_sha256(a) if tuned[m] else source_hashes[m] for m, a in alexnets.items()}
     if rank == 0:  # the trained weights first: a kill during prediction or export loses no training
         for m, alexnet in alexnets.items():
-            _save({k: v.cpu() for k, v in alexnet.state_dict().items()}, out / f"{m}.pt")
+            save_torch({k: v.cpu() for k, v in alexnet.state_dict().items()}, out / f"{m}.pt")
         head_state = {
             "model": {k: v.cpu() for k, v in head.state_dict().items()},
             "norm": saved.get("norm"),
@@ -479,7 +476,7 @@ def joint_train(
             "joint": asdict(settings),
             "alexnets": {m: {"file": f"{m}.pt", "sha256": h} for m, h in hashes.items()},
         }
-        _save(head_state, out / "model.pt")
+        save_torch(head_state, out / "model.pt")
     probabilities = _predict_and_export(model, inputs, clips, export, features, record, hashes, used)
     if rank == 0:
         write_predictions(out / "predictions.csv", _Rows(clips.ids, clips.split, clips.labels), probabilities)
@@ -505,20 +502,8 @@ class _Rows:
     labels: torch.Tensor
 
 
-def head_settings_of(saved: dict) -> HeadSettings:
-    known = {f.name for f in fields(HeadSettings)}
-    return HeadSettings(**{k: v for k, v in saved["settings"]["head"].items() if k in known})
-
-
 def _modalities_of(approach: str) -> list[str]:
     return {"visual": ["visual"], "audio": ["audio"]}.get(approach, ["visual", "audio"])
-
-
-def _cache_of(run: Path) -> Path:
-    info = run / "run.json"
-    if not info.is_file():
-        raise AvemoError(f"{info}: not found; is {run} a run directory of `avemo train`?")
-    return Path(json.loads(info.read_text())["cache"])
 
 
 def _sorted_by_id(clips: _Clips, numbers: torch.Tensor) -> torch.Tensor:
@@ -679,7 +664,7 @@ def _export_extras(cache: Path, export: Path, out: Path, record: dict, pool5: bo
         "settings": _export_settings(features, record, hashes),
         "models": {m: {"file": f"{m}.pt", "sha256": h} for m, h in hashes.items()},
     }
-    _write_json(models / "manifest.json", manifest)
+    write_json(models / "manifest.json", manifest)
     links = ["media"] + (["pool5"] if pool5 else [])  # pool5 only when the pass read it: convolutions unchanged
     for name in links:
         link = export / name
@@ -708,7 +693,7 @@ def _resume(out: Path, record: dict, model: JointModel, optimizer: torch.optim.O
 
 def _save_checkpoint(out: Path, record: dict, model: JointModel, optimizer: torch.optim.Optimizer, log: list) -> None:
     state = {"record": json.loads(json.dumps(record)), "optimizer": optimizer.state_dict(), "log": log}
-    _save(_trainable_state(model) | state, out / "last.pt")
+    save_torch(_trainable_state(model) | state, out / "last.pt")
 
 
 def _trainable_state(model: JointModel) -> dict:
@@ -720,18 +705,6 @@ def _trainable_state(model: JointModel) -> dict:
 def _best(log: list[dict]) -> dict:
     """The row of the lowest validation loss, the earliest among equals."""
     return min((r for r in log if r["validation_loss"] != ""), key=lambda r: (r["validation_loss"], r["epoch"]))
-
-
-def _save(value: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(value, tmp)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    os.replace(tmp, path)
 
 
 def _write_log(path: Path, log: list[dict]) -> None:

@@ -34,6 +34,7 @@ import torch
 from tqdm import tqdm
 
 from avemo import distributed
+from avemo.atomic import save_torch, write_json
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
 from avemo.errors import AvemoError
 from avemo.train.data import FeatureSet, Standardiser, load_features, validation_clips
@@ -120,7 +121,7 @@ def train(
     if distributed.rank() == 0:
         info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
         info |= {"train_counts": counts, "validation_clips": data.clip_ids[validation.numpy()].tolist()}
-        _write(run / "run.json", json.dumps(info, indent=1))
+        write_json(run / "run.json", info)
     print(
         f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation "
         f"({'by movie' if (data.groups[validation.numpy()] != '').any() else 'stratified'}), "
@@ -143,7 +144,7 @@ def train(
                     probs = fit(data, approach_settings, out, norm, fitting, validation)
                 probabilities[approach] = probs
                 if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
-                    _write(out / "settings.json", json.dumps(asdict(approach_settings), indent=1))
+                    write_json(out / "settings.json", asdict(approach_settings))
                     write_predictions(out / "predictions.csv", data, probs)
                 summary = [
                     f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
@@ -156,6 +157,14 @@ def train(
     shutil.rmtree(mmap_dir, ignore_errors=True)
     torch.use_deterministic_algorithms(deterministic_before)
     return run
+
+
+def run_cache(run: Path) -> Path:
+    """The cache a run directory was trained on (RUN/run.json)."""
+    info = Path(run) / "run.json"
+    if not info.is_file():
+        raise AvemoError(f"{info}: not found; is {run} a run directory of `avemo train`?")
+    return Path(json.loads(info.read_text())["cache"])
 
 
 def late_fusion(audio: np.ndarray, visual: np.ndarray, has_audio: np.ndarray) -> np.ndarray:
@@ -390,14 +399,6 @@ def _accuracy(probs: np.ndarray, data: FeatureSet, clips: torch.Tensor) -> float
 
 
 def _save(path: Path, value: dict) -> None:
-    """torch.save through a temporary file and a rename (rank 0 only): a kill never leaves half a checkpoint."""
+    """A checkpoint, written atomically by rank 0 only."""
     if distributed.rank() == 0:
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(value, tmp)
-        os.replace(tmp, path)
-
-
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+        save_torch(value, path)
