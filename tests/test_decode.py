@@ -1,8 +1,12 @@
+from dataclasses import asdict
+
 import numpy as np
 import pytest
 
+from avemo.cache.store import ShardStore
 from avemo.datasets.media import write_mp4
-from avemo.extract.decode import ClipError, DecodeSettings, decode_clip
+from avemo.errors import AvemoError
+from avemo.extract.decode import ClipError, DecodeSettings, decode_clip, read_audio
 
 from helpers import make_clip
 
@@ -52,3 +56,32 @@ def test_unusable_clips_raise_clip_error_with_a_reason(tmp_path):
     truncated.write_bytes(make_clip(tmp_path / "whole.mp4", seconds=3).read_bytes()[:3000])
     with pytest.raises(ClipError):
         decode_clip(str(truncated))
+
+
+def test_audio_is_decoded_in_phase_with_what_was_written(tmp_path):
+    # a 440 Hz sine written from t = 0 at 44.1 kHz decodes in phase at 16 kHz (decord's AudioReader ran
+    # ~1 ms late, 0.44 of a cycle: a mean difference of 0.63 here)
+    path = make_clip(tmp_path / "a.mp4", seconds=3, audio_hz=440, audio_rate=44100)
+    audio = read_audio(str(path), 16000)
+    written = 0.5 * np.sin(2 * np.pi * 440 * np.arange(3 * 16000) / 16000)
+    assert len(audio) >= len(written)  # the writer pads its last AAC frame with silence
+    assert np.abs(audio[800:40000] - written[800:40000]).mean() < 0.01  # AAC's own error, away from the ends
+
+
+def test_read_audio_is_none_without_a_readable_audio_stream(tmp_path):
+    assert read_audio(str(make_clip(tmp_path / "mute.mp4", seconds=2, audio_hz=None)), 16000) is None
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(bytes(range(256)) * 40)
+    assert read_audio(str(junk), 16000) is None
+    assert read_audio(str(tmp_path / "missing.mp4"), 16000) is None
+
+
+def test_caches_decoded_before_the_audio_timeline_are_refused(tmp_path):
+    settings = asdict(DecodeSettings())
+    assert settings["audio_timeline"] == "pts"
+    store = ShardStore(tmp_path / "media", "media")
+    store.check_settings({k: v for k, v in settings.items() if k != "audio_timeline"})  # an old cache's
+    with pytest.raises(AvemoError, match="audio_timeline"):
+        store.check_settings(settings)
+    with pytest.raises(ValueError, match="audio_timeline"):
+        DecodeSettings(audio_timeline="decord")
