@@ -59,7 +59,12 @@ def _dataset_options(command):
 @main.command()
 @_dataset_options
 @click.option("--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache directory.")
-@click.option("--weights", default="none", show_default=True, help="AlexNet weights: imagenet | none | PATH to a state dict.")
+@click.option(
+    "--weights",
+    default="imagenet",
+    show_default=True,
+    help="AlexNet weights: imagenet (torchvision's, as the paper) | none (random init) | PATH to a state dict.",
+)
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the random init for --weights none.")
 @click.option(
     "--hist-bins",
@@ -85,6 +90,13 @@ def _dataset_options(command):
     help="How the media cache stores key frames and spectrograms (png and raw are lossless).",
 )
 @click.option(
+    "--spectrogram-input",
+    default="resize",
+    show_default=True,
+    type=click.Choice(["resize", "crop"]),
+    help="256×256 spectrogram → AlexNet's 224×224: resize keeps 0-8 kHz and the whole second; crop drops < 480 Hz.",
+)
+@click.option(
     "--finetune",
     default="fc",
     show_default=True,
@@ -94,6 +106,15 @@ def _dataset_options(command):
 @click.option("--finetune-epochs", default=2, show_default=True, type=click.IntRange(min=1))
 @click.option("--finetune-lr", default=0.001, show_default=True, type=click.FloatRange(min=0, min_open=True))
 @click.option("--finetune-batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--validation",
+    default=0.1,
+    show_default=True,
+    type=click.FloatRange(min=0, max=1, max_open=True),
+    help="Fraction of the train clips (whole movies when known) left out of fine-tuning; `avemo train` selects its "
+    "epoch on them. 0: none.",
+)
+@click.option("--validation-seed", default=0, show_default=True, type=int, help="Seed of the validation split.")
 def extract(
     cache: Path,
     weights: str,
@@ -103,10 +124,13 @@ def extract(
     batch_size: int,
     workers: int,
     image_codec: str,
+    spectrogram_input: str,
     finetune: str,
     finetune_epochs: int,
     finetune_lr: float,
     finetune_batch_size: int,
+    validation: float,
+    validation_seed: int,
     **dataset_options,
 ) -> None:
     """Decode each clip once (key frames, spectrograms) and export AlexNet fc7 features into CACHE."""
@@ -124,8 +148,23 @@ def extract(
 
     spectrogram = SpectrogramSettings(sample_rate=sample_rate)
     decode = DecodeSettings(hist_bins=int(hist_bins), spectrogram=spectrogram, image_codec=image_codec)
-    tuning = FinetuneSettings(mode=finetune, epochs=finetune_epochs, lr=finetune_lr, batch_size=finetune_batch_size)
-    settings = ExtractSettings(decode=decode, weights=weights, seed=seed, batch_size=batch_size, workers=workers, finetune=tuning)
+    tuning = FinetuneSettings(
+        mode=finetune,
+        epochs=finetune_epochs,
+        lr=finetune_lr,
+        batch_size=finetune_batch_size,
+        validation=validation,
+        validation_seed=validation_seed,
+    )
+    settings = ExtractSettings(
+        decode=decode,
+        weights=weights,
+        seed=seed,
+        batch_size=batch_size,
+        workers=workers,
+        finetune=tuning,
+        spectrogram_input=spectrogram_input,
+    )
     run_extract(clips, cache, settings)
 
 
@@ -157,10 +196,10 @@ def extract(
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat with seeds SEED … SEED+N-1.")
 @click.option(
     "--validation",
-    default=0.1,
-    show_default=True,
+    default=None,
     type=click.FloatRange(min=0, max=1, max_open=True),
-    help="Fraction of the train clips held out (whole movies when known) to select the epoch; 0 keeps the last epoch.",
+    help="Fraction of the train clips held out to select the epoch [default: the split fixed at extraction, "
+    "else 0.1]; 0 keeps the last epoch.",
 )
 @click.option(
     "--select",
@@ -178,10 +217,17 @@ def extract(
 )
 @click.option(
     "--supervise",
-    default="last",
+    default="every",
     show_default=True,
-    type=click.Choice(["last", "every"]),
-    help="Loss on each clip's last second, or on every second.",
+    type=click.Choice(["every", "last"]),
+    help="Loss on every second (paper: a prediction at each time step), or on each clip's last second only.",
+)
+@click.option(
+    "--late-from",
+    default="mlp",
+    show_default=True,
+    type=click.Choice(["mlp", "lstm"]),
+    help="Late fusion of two per-second MLP classifiers (paper eq. 14), or of the visual and audio LSTM heads.",
 )
 @click.option(
     "--class-weights",
@@ -434,7 +480,9 @@ def bench_extract(clips: int, manifest: Path | None, workers: int, batch_size: i
     from avemo.extract.decode import DecodeSettings
     from avemo.extract.pipeline import ExtractSettings
 
-    settings = ExtractSettings(decode=DecodeSettings(image_codec=image_codec), workers=workers, batch_size=batch_size)
+    # the time does not depend on the weights: a random AlexNet, so the bench needs no download
+    decode = DecodeSettings(image_codec=image_codec)
+    settings = ExtractSettings(decode=decode, weights="none", workers=workers, batch_size=batch_size)
     with tempfile.TemporaryDirectory() as tmp:
         if manifest is None:
             from avemo.datasets.sample import write_sample

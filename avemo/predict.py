@@ -48,6 +48,7 @@ from avemo.extract.alexnet import (
     fc7_features,
     feature_alexnets,
     pool5_features,
+    spectrogram_input_of,
     weights_sha256,
 )
 from avemo.extract.decode import DecodeSettings
@@ -101,6 +102,19 @@ class Head:
         return torch.softmax(logits, dim=1).float().cpu().numpy()  # eq. 12
 
 
+def head_paths(run: Path, approach: str) -> list[Path]:
+    """The model.pt files of an approach; late fusion: its visual and audio models (the per-second MLP
+    classifiers in RUN/late/, or the visual and audio heads when trained with `--late-from lstm`)."""
+    if approach != "late":
+        return [run / approach / "model.pt"]
+    settings = run / "late" / "settings.json"
+    try:
+        late_from = json.loads(settings.read_text()).get("late_from", "lstm") if settings.is_file() else "mlp"
+    except (OSError, ValueError, AttributeError):
+        raise AvemoError(f"{settings}: unreadable; train late fusion again with `avemo train --approach late`") from None
+    return [(run / "late" / m if late_from == "mlp" else run / m) / "model.pt" for m in MODALITIES]
+
+
 class Predictor:
     """Loads a run once; `predict(path)` then decodes, embeds and classifies one video."""
 
@@ -110,8 +124,7 @@ class Predictor:
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         cache = run_cache(self.run)
-        head_names = list(MODALITIES) if approach == "late" else [approach]
-        self.heads = [Head(self.run / name / "model.pt", self.device) for name in head_names]
+        self.heads = [Head(path, self.device) for path in head_paths(self.run, approach)]
         self.decode = decode_settings(cache)
         features = ShardStore(cache / "features", "features").settings
         if not features:
@@ -122,7 +135,8 @@ class Predictor:
         else:
             models, _ = feature_alexnets(cache, features)
             self.mode = (features.get("finetune") or {}).get("mode", "none")
-        self.nets = {m: Fc7(model).to(self.device, memory_format=torch.channels_last).eval() for m, model in models.items()}
+        fit = spectrogram_input_of(features)
+        self.nets = {m: Fc7(model, fit).to(self.device, memory_format=torch.channels_last).eval() for m, model in models.items()}
 
     def predict(self, path: str | Path) -> VideoPrediction:
         """Probabilities per second and per clip; raises AvemoError with the reason for an unusable file."""
@@ -173,6 +187,12 @@ def decode_settings(cache: Path) -> DecodeSettings:
     if not settings:
         raise AvemoError(f"{cache / 'media'}: no media manifest; the run's cache is gone or incomplete")
     known = {f.name for f in fields(DecodeSettings)}
+    missing = sorted(known - set(settings))
+    if missing:  # decoded by an older avemo: new videos would not be decoded as the cache's clips were
+        raise AvemoError(
+            f"{cache / 'media'}: made by an older avemo (no {', '.join(missing)}): its clips were decoded differently "
+            "from how new videos are now; extract again into a new cache and train on it"
+        )
     values = {k: v for k, v in settings.items() if k in known}
     spectrogram = {k: v for k, v in settings["spectrogram"].items() if k in {f.name for f in fields(SpectrogramSettings)}}
     return DecodeSettings(**{**values, "spectrogram": SpectrogramSettings(**spectrogram)})

@@ -19,7 +19,7 @@ from helpers import make_clip
 def torchrun_extract(manifest: Path, cache: Path, *options: str) -> subprocess.CompletedProcess:
     avemo = Path(sys.executable).parent / "avemo"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(avemo)]
-    command += ["extract", "--manifest", str(manifest), "--cache", str(cache), "--workers", "1", *options]
+    command += ["extract", "--manifest", str(manifest), "--cache", str(cache), "--workers", "1", "--weights", "none", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -38,7 +38,11 @@ def test_two_ranks_give_the_same_features_as_one_process(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "[rank 0/2] decode:" in result.stdout and "[rank 1/2] decode:" in result.stdout
     assert (tmp_path / "two" / "media" / "manifest-w1.json").is_file()  # rank 1 wrote its own shards
-    extract(read_manifest(manifest), tmp_path / "one", ExtractSettings(workers=1, finetune=FinetuneSettings(mode="none")))
+    extract(
+        read_manifest(manifest),
+        tmp_path / "one",
+        ExtractSettings(weights="none", workers=1, finetune=FinetuneSettings(mode="none")),
+    )
     for kind, names in (("media", ("key_frames", "spectrograms", "key_frame_index")), ("features", ("visual", "audio"))):
         one, two = ShardStore(tmp_path / "one" / kind, kind), ShardStore(tmp_path / "two" / kind, kind)
         assert sorted(two.read_index()["clip_id"]) == sorted(one.read_index()["clip_id"])  # none lost or doubled
@@ -58,6 +62,8 @@ def test_fine_tuning_runs_under_ddp_with_two_ranks(tmp_path):
     assert sorted(features.read_index()["clip_id"]) == [f"c{i}.mp4" for i in range(7)]
     # a single process resumes the two-rank cache without redoing anything
     extract(
-        read_manifest(manifest), tmp_path / "c", ExtractSettings(workers=1, finetune=FinetuneSettings(epochs=1, batch_size=4))
+        read_manifest(manifest),
+        tmp_path / "c",
+        ExtractSettings(weights="none", workers=1, finetune=FinetuneSettings(epochs=1, batch_size=4)),
     )
     assert len(ShardStore(tmp_path / "c" / "features", "features").read_index()["clip_id"]) == 7

@@ -19,7 +19,7 @@ from avemo.extract.pipeline import ExtractSettings, extract
 from helpers import make_clip
 
 # fc7 of the given weights (no fine-tuning: tests/test_finetune.py), so clips can be added to a cache later
-SMALL = ExtractSettings(clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
+SMALL = ExtractSettings(weights="none", clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from avemo.extract.pipeline import ExtractSettings, extract
 from helpers import make_clip
 
 TUNE = FinetuneSettings(epochs=3, lr=0.05, batch_size=8)  # one step per epoch
-TINY = ExtractSettings(clips_per_shard=2, batch_size=8, workers=1, finetune=TUNE)
+TINY = ExtractSettings(weights="none", clips_per_shard=2, batch_size=8, workers=1, finetune=TUNE)
 TRAIN = [("a", -1), ("b", 1), ("c", 0), ("mute", 1)]
 
 
@@ -133,13 +133,15 @@ def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tune
         extract(
             manifest(videos, "a.csv"),
             cache,
-            ExtractSettings(clips_per_shard=2, workers=1, finetune=FinetuneSettings(epochs=5, lr=0.05, batch_size=8)),
+            ExtractSettings(
+                weights="none", clips_per_shard=2, workers=1, finetune=FinetuneSettings(epochs=5, lr=0.05, batch_size=8)
+            ),
         )
     with pytest.raises(AvemoError, match="made with finetune mode='fc', not 'none'"):
         extract(
             manifest(videos, "a.csv"),
             cache,
-            ExtractSettings(clips_per_shard=2, workers=1, finetune=FinetuneSettings(mode="none")),
+            ExtractSettings(weights="none", clips_per_shard=2, workers=1, finetune=FinetuneSettings(mode="none")),
         )
     # the tuned weights depend on every train clip: a train clip added later is refused before tuning
     more = manifest(videos, "more.csv", train=[*TRAIN, ("u1", 0)])
@@ -149,7 +151,7 @@ def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tune
 
 def test_mode_all_tunes_every_layer(videos, tmp_path):
     settings = ExtractSettings(
-        clips_per_shard=4, batch_size=8, workers=1, finetune=FinetuneSettings(mode="all", epochs=1, batch_size=8)
+        weights="none", clips_per_shard=4, batch_size=8, workers=1, finetune=FinetuneSettings(mode="all", epochs=1, batch_size=8)
     )
     extract(manifest(videos, "a.csv"), tmp_path / "cache", settings)
     assert not (tmp_path / "cache" / "pool5").exists()

@@ -86,3 +86,27 @@ def test_last_valid_step_equals_a_packed_sequence_and_per_step_outputs():
     steps, _ = torch.nn.utils.rnn.pad_packed_sequence(outputs, batch_first=True)
     per_step = head(packed(*clips_v), packed(*clips_a), lengths, per_step=True)
     torch.testing.assert_close(per_step[6:8], head.mlp(steps[1, :2]))  # the second clip's two seconds
+
+
+@pytest.mark.parametrize("approach", ["visual", "audio"])
+def test_late_fusions_mlp_classifier_averages_per_second_probabilities(approach):
+    """temporal none (the paper's late-fusion "MLP classifiers"): each second through g → MLP → softmax on its
+    own, no LSTM; a clip's probabilities are the mean over its seconds, output t the mean over seconds 0..t."""
+    head = EmotionHead(HeadSettings(approach=approach, temporal="none", **SMALL)).eval()
+    assert head.lstm is None
+    lengths = torch.tensor([4, 1, 3])
+    visual, audio = torch.randn(8, 16), torch.randn(8, 16)
+    x = visual if approach == "visual" else audio
+    layer = head.g_visual[0] if approach == "visual" else head.g_audio[0]
+    hidden = torch.relu(x @ layer.weight.T + layer.bias)  # eq. 4/5, by hand
+    w1, b1, w2, b2 = head.mlp[0].weight, head.mlp[0].bias, head.mlp[3].weight, head.mlp[3].bias
+    p = torch.softmax(torch.relu(hidden @ w1.T + b1) @ w2.T + b2, dim=1)  # dropout is off in eval
+    clips = p.split(lengths.tolist())
+    expected_clip = torch.stack([c.mean(0) for c in clips])
+    expected_steps = torch.cat([c.cumsum(0) / torch.arange(1, len(c) + 1).unsqueeze(1) for c in clips])
+    torch.testing.assert_close(torch.softmax(head(visual, audio, lengths), dim=1), expected_clip)
+    torch.testing.assert_close(torch.softmax(head(visual, audio, lengths, per_step=True), dim=1), expected_steps)
+    # a second's own probabilities do not depend on the order of the seconds: no memory
+    reordered = torch.cat([x[:4].flip(0), x[4:]])
+    args = (reordered, audio, lengths) if approach == "visual" else (visual, reordered, lengths)
+    torch.testing.assert_close(head(*args)[0], head(visual, audio, lengths)[0])

@@ -29,9 +29,11 @@ def run(tmp_path_factory):
         make_clip(root / f"v/{name}.mp4", seconds=seconds, seed=i, audio_hz=300 + 200 * i)
     rows = [{"path": f"v/{n}.mp4", "arousal": a, "valence": "", "split": s} for n, _, a, s in CLIPS]
     write_manifest(root / "clips.csv", rows)
-    settings = ExtractSettings(workers=1, clips_per_shard=4, batch_size=8, finetune=FinetuneSettings(mode="fc", epochs=1))
+    settings = ExtractSettings(
+        weights="none", workers=1, clips_per_shard=4, batch_size=8, finetune=FinetuneSettings(mode="fc", epochs=1)
+    )
     extract(read_manifest(root / "clips.csv"), root / "cache", settings)
-    train(root / "cache", root / "run", ["late", "modal"], TrainSettings(epochs=2, batch_size=2))  # late: visual + audio
+    train(root / "cache", root / "run", ["visual", "audio", "late", "modal"], TrainSettings(epochs=2, batch_size=2))
     make_clip(root / "new.mp4", seconds=3.6, seed=42, audio_hz=900)  # not in the cache: 3 whole seconds
     make_clip(root / "mute.mp4", seconds=2.0, seed=43, audio_hz=None)
     (root / "corrupt.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))
@@ -79,15 +81,17 @@ def test_new_videos_json_per_second_and_clip_and_bad_files_one_line_each(run):
     assert {f["path"].split("/")[-1] for f in document["failed"]} == {"corrupt.mp4", "short.mp4", "missing.mp4"}
 
 
-def test_csv_and_late_fusion_combine_the_visual_and_audio_heads(run):
-    rows = {}
+def test_csv_and_late_fusion_of_the_two_mlp_classifiers(run):
     for approach in ("visual", "audio", "late"):
         result = invoke("predict", "--run", run / "run", "--approach", approach, "--format", "csv", run / "new.mp4")
         assert result.exit_code == 0, result.output
-        rows[approach] = list(csv.DictReader(io.StringIO(result.stdout)))
-        assert [r["second"] for r in rows[approach]] == ["0", "1", "2", "clip"]
-    p = {a: np.array([[float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")] for r in v]) for a, v in rows.items()}
-    np.testing.assert_allclose(p["late"], 0.56 * p["audio"] + 0.44 * p["visual"], atol=2e-6)
+        assert [r["second"] for r in csv.DictReader(io.StringIO(result.stdout))] == ["0", "1", "2", "clip"]
+    # late fusion reads its own MLP classifiers (RUN/late/visual, RUN/late/audio) and reproduces predictions.csv
+    result = invoke("predict", "--run", run / "run", "--approach", "late", "--format", "csv", run / "v/b.mp4")
+    clip = [r for r in csv.DictReader(io.StringIO(result.stdout)) if r["second"] == "clip"][0]
+    written = {r["clip_id"]: r for r in csv.DictReader(open(run / "run" / "late" / "predictions.csv"))}["v/b.mp4"]
+    for name in ("p_calm", "p_neutral", "p_active"):
+        assert float(clip[name]) == pytest.approx(float(written[name]), abs=5e-4)
 
 
 def test_a_run_without_the_head_is_one_clear_error(run):

@@ -17,7 +17,7 @@ SCRIPT = """
 import sys
 from avemo.datasets.manifest import read_manifest
 from avemo.extract.pipeline import ExtractSettings, extract
-extract(read_manifest(sys.argv[1]), sys.argv[2], ExtractSettings(clips_per_shard=1, workers=1, batch_size=8))
+extract(read_manifest(sys.argv[1]), sys.argv[2], ExtractSettings(weights="none", clips_per_shard=1, workers=1, batch_size=8))
 """
 
 

@@ -93,6 +93,13 @@ def test_run_directory_holds_settings_logs_models_and_predictions(trained):
         assert saved["epoch"] == int(best["epoch"]) and {"model", "optimizer", "settings", "norm"} <= set(saved)
         assert saved["validation"] == info["validation_clips"] and 9 <= len(saved["validation"]) <= 11  # 10% of 99
         assert json.loads((trained / approach / "settings.json").read_text())["head"]["approach"] == approach
+    # late fusion: its two per-second MLP classifiers (no LSTM) in late/visual and late/audio, then eq. 14
+    for modality in ("visual", "audio"):
+        files = {p.name for p in (trained / "late" / modality).iterdir()}
+        assert files == {"settings.json", "log.csv", "model.pt", "last.pt", "predictions.csv"}
+        head = json.loads((trained / "late" / modality / "settings.json").read_text())["head"]
+        assert head["approach"] == modality and head["temporal"] == "none"
+        assert "lstm.weight_hh_l0" not in torch.load(trained / "late" / modality / "model.pt", weights_only=True)["model"]
     rows = list(csv.DictReader(open(trained / "late" / "predictions.csv")))
     assert len(rows) == 150 and {r["arousal"] for r in rows} <= {"-1", "0", "1"}
     assert all(abs(sum(float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")) - 1) < 1e-4 for r in rows)
@@ -107,12 +114,41 @@ def test_fusion_learns_what_one_modality_cannot(trained):
     assert (trained / "report.md").read_text().count("|") > 20
 
 
-def test_late_fusion_is_eq_14_over_the_single_modality_models(trained):
-    def probs(approach):
-        rows = list(csv.DictReader(open(trained / approach / "predictions.csv")))
-        return np.array([[float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")] for r in rows])
+def probabilities(folder: Path) -> np.ndarray:
+    rows = list(csv.DictReader(open(folder / "predictions.csv")))
+    return np.array([[float(r[f"p_{n}"]) for n in ("calm", "neutral", "active")] for r in rows])
 
-    np.testing.assert_allclose(probs("late"), 0.56 * probs("audio") + 0.44 * probs("visual"), atol=2e-6)
+
+def test_late_fusion_is_eq_14_over_two_mlp_classifiers_or_the_lstm_heads(tmp_path, trained):
+    late = trained / "late"
+    expected = 0.56 * probabilities(late / "audio") + 0.44 * probabilities(late / "visual")
+    np.testing.assert_allclose(probabilities(late), expected, atol=2e-6)
+    # --late-from lstm: the visual-only and audio-only heads of the run, reused, not trained again
+    cache = json.loads((trained / "run.json").read_text())["cache"]
+    for approach in ("visual", "audio"):
+        shutil.copytree(trained / approach, tmp_path / approach)
+    train(cache, tmp_path, ["late"], replace(SETTINGS, late_from="lstm"))
+    assert (tmp_path / "visual" / "model.pt").read_bytes() == (trained / "visual" / "model.pt").read_bytes()
+    expected = 0.56 * probabilities(trained / "audio") + 0.44 * probabilities(trained / "visual")
+    np.testing.assert_allclose(probabilities(tmp_path / "late"), expected, atol=2e-6)
+    assert not (tmp_path / "late" / "visual").exists()
+
+
+def test_an_approach_that_cannot_be_trained_does_not_stop_the_others(tmp_path):
+    from click.testing import CliRunner
+
+    from avemo.cli import main
+
+    cache = write_feature_cache(tmp_path / "cache", n_clips=30, silent=range(30))  # no clip has sound
+    run = tmp_path / "run"
+    args = ["train", "--cache", cache, "--run", run, "--approach", "all", "--epochs", "2"]
+    result = CliRunner().invoke(main, [str(a) for a in args])
+    assert result.exit_code == 1
+    assert "2 model(s) could not be trained, the others finished" in result.output
+    assert "audio: no train clip has an audio stream" in result.output and "late: no train clip" in result.output
+    for approach in ("visual", "early", "modal"):
+        assert (run / approach / "predictions.csv").is_file()
+    assert not (run / "audio" / "predictions.csv").exists() and not (run / "late" / "predictions.csv").exists()
 
 
 def test_the_test_split_never_changes_the_model(tmp_path, trained):
@@ -168,10 +204,10 @@ def test_validation_takes_whole_movies_and_silent_clips_teach_no_audio(tmp_path)
     info = json.loads((run / "run.json").read_text())
     movie = {f"s{n // 20}/c{n % 20}.mp4": f"movie{n // 10}" for n in range(60)}
     held_out = {movie[c] for c in info["validation_clips"]}
-    fitted = torch.load(run / "visual" / "last.pt", weights_only=True)["fitting"]
+    fitted = torch.load(run / "late" / "visual" / "last.pt", weights_only=True)["fitting"]
     assert held_out and not held_out & {movie[c] for c in fitted}  # no movie on both sides
     assert len(fitted) + len(info["validation_clips"]) == 39  # 13 train clips per shard
-    audio_fitted = torch.load(run / "audio" / "last.pt", weights_only=True)["fitting"]
+    audio_fitted = torch.load(run / "late" / "audio" / "last.pt", weights_only=True)["fitting"]
     silent_ids = {f"s{n // 20}/c{n % 20}.mp4" for n in silent}
     assert set(audio_fitted) == set(fitted) - silent_ids  # blank spectrograms never train the audio model
 
@@ -181,7 +217,7 @@ def test_validation_takes_whole_movies_and_silent_clips_teach_no_audio(tmp_path)
             for r in csv.DictReader(open(run / approach / "predictions.csv"))
         }
 
-    late, visual = probs("late"), probs("visual")
+    late, visual = probs("late"), probs("late/visual")
     for clip in silent_ids:
         np.testing.assert_allclose(late[clip], visual[clip], atol=2e-6)  # late fusion without sound: visual only
 
@@ -261,14 +297,14 @@ def test_two_process_torchrun_training_equals_one_process(tmp_path):
     assert "[rank 0/2] late:" in result.stdout and "[rank 1/2] late:" in result.stdout
     one = TrainSettings(head=HeadSettings(dropout=0), epochs=3, device="cpu")
     train(cache, tmp_path / "one", ["late"], one)
-    for approach in ("visual", "audio", "late"):
+    for approach in ("late/visual", "late/audio", "late"):
         rows = {n: list(csv.DictReader(open(tmp_path / n / approach / "predictions.csv"))) for n in ("one", "two")}
         assert len(rows["two"]) == 60
         for a, b in zip(rows["one"], rows["two"]):
             assert a["clip_id"] == b["clip_id"]
             for name in ("p_calm", "p_neutral", "p_active"):
                 assert float(a[name]) == pytest.approx(float(b[name]), abs=1e-4)
-    logs = {n: list(csv.DictReader(open(tmp_path / n / "visual" / "log.csv"))) for n in ("one", "two")}
+    logs = {n: list(csv.DictReader(open(tmp_path / n / "late" / "visual" / "log.csv"))) for n in ("one", "two")}
     assert [int(r["epoch"]) for r in logs["two"]] == [1, 2, 3]
     for a, b in zip(logs["one"], logs["two"]):
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-4)

@@ -1,21 +1,228 @@
-"""Validation splits that keep a group (a movie) on one side.
+"""Validation splits carved out of the train split, ideally made of whole movies (torch-free: extraction
+and the trainer both call `hold_out`, so they agree on the held-out clips).
 
 Clips cut from one movie share actors, light and sound; with some of them in train and others in
 validation, a model is scored on scenes it has nearly seen. MediaEval's test split takes whole movies,
-and so should a validation split carved out of train. `validation_split` moves whole groups: the group
-of a clip is its `meta[group]` (the CSV column, e.g. `movie`, or the movie of the MediaEval description
-XMLs); a clip without one is a group of its own.
+and so should a validation split. The rules (docs/training.md, "Model selection"):
+
+- size: k = max(1, round(fraction · n)) of the n train clips, and never more than 2 · fraction · n; when
+  even one clip would exceed that bound (fewer than 1 / (2 · fraction) train clips), none is held out and
+  the description says so (the trainer then keeps the last epoch);
+- whole movies when the train clips know at least two: movies in a seeded order, each taken when it keeps
+  the count within the bound and closer to fraction · n; a clip without a movie is a movie of its own;
+- otherwise (no movie column, all clips from one movie, or no movie small enough) stratified by class,
+  k split over the classes by largest remainder, and the description names the reason;
+- never the last train clip with sound, nor the last train clip of a class, where that can be avoided
+  (the audio model needs clips with sound; a class missing from training cannot be learned);
+- deterministic: the same clips (in any order), fraction and seed give the same split.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import random
-from collections import defaultdict
-from typing import TypeVar
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, replace
 
 from avemo.datasets.manifest import Clip
 
-T = TypeVar("T")
+METHODS = ("movies", "stratified", "none")
+DEFAULT_FRACTION = 0.1  # of the train clips, for extraction and training alike
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A validation split: the held-out clip ids (sorted) and how they were chosen."""
+
+    clips: tuple[str, ...]
+    n_train: int  # train clips the split was carved from
+    fraction: float
+    seed: int
+    method: str  # movies | stratified | none
+    movies: int = 0  # whole movies held out (method movies)
+    sizes: int = 0  # clips of those movies (the other held-out clips name no movie)
+    reason: str = ""  # why not by movies (stratified) or why nothing is held out (none)
+
+    @property
+    def sha256(self) -> str:
+        return clips_sha256(self.clips)
+
+    def record(self) -> dict:
+        """What a cache records: the clips themselves are listed in FEATURES/validation.json."""
+        return {
+            "fraction": self.fraction,
+            "seed": self.seed,
+            "method": self.method,
+            "clips": len(self.clips),
+            "movies": self.movies,
+            "train_clips": self.n_train,
+            "sha256": self.sha256,
+        }
+
+    def describe(self) -> str:
+        """One line: how many clips and movies, and why when not whole movies."""
+        if self.method == "none":
+            return f"none of {self.n_train} train clips held out: {self.reason}"
+        k = len(self.clips)
+        head = f"{k} of {self.n_train} train clips ({_percent(k / self.n_train)}; asked {_percent(self.fraction)})"
+        if self.method == "movies":
+            return f"{head}: {self.movies} whole movie{'s' * (self.movies != 1)}" + (
+                f" and {k - self.sizes} clip{'s' * (k - self.sizes != 1)} without a movie" if k > self.sizes else ""
+            )
+        return f"{head}, stratified by class: {self.reason}"
+
+
+def clips_sha256(clips: Sequence[str]) -> str:
+    return hashlib.sha256(json.dumps(sorted(clips)).encode()).hexdigest()
+
+
+def hold_out(
+    clip_ids: Sequence[str],
+    labels: Sequence[Hashable],
+    groups: Sequence[str],
+    has_audio: Sequence[bool],
+    fraction: float,
+    seed: int = 0,
+) -> HeldOut:
+    """The validation clips among these train clips (see the module docstring for the rules). `groups` is
+    each clip's movie ("" when unknown), `labels` its class."""
+    if not 0 <= fraction < 1:
+        raise ValueError("fraction must be in [0, 1)")
+    order = sorted(range(len(clip_ids)), key=lambda i: str(clip_ids[i]))  # independent of the input order
+    ids = [str(clip_ids[i]) for i in order]
+    label = [labels[i] for i in order]
+    movie = [str(groups[i]) for i in order]
+    audio = [bool(has_audio[i]) for i in order]
+    n = len(ids)
+    none = HeldOut((), n, fraction, seed, "none")
+    if fraction == 0:
+        return replace(none, reason="validation 0, the last epoch is kept")
+    if n < 2:
+        return replace(none, reason="fewer than 2 train clips, the last epoch is kept")
+    target = fraction * n
+    upper = min(math.floor(2 * target + 1e-9), n - 1)
+    if upper < 1:
+        least = math.ceil(100 / (2 * n)) / 100
+        return replace(
+            none,
+            reason=f"one clip would be {_percent(1 / n)} of them, over twice the asked {_percent(fraction)}; "
+            f"the last epoch is kept (a validation fraction of {least:g} or more holds out one clip)",
+        )
+    k = min(max(1, math.floor(target + 0.5)), upper)
+    keep = _Keeper(label, audio)
+
+    members: dict[str, list[int]] = defaultdict(list)
+    for i, m in enumerate(movie):
+        members[m or f"clip:{ids[i]}"].append(i)
+    known = sorted(m for m in members if not m.startswith("clip:"))
+    if len(known) >= 2:
+        names = sorted(members)
+        random.Random(seed).shuffle(names)
+        chosen: list[int] = []
+        fits = False
+        for name in names:
+            group = members[name]
+            if len(chosen) + len(group) > upper:
+                continue
+            fits = True
+            if chosen and len(chosen) + len(group) / 2 > target:  # adding it moves away from the target
+                continue
+            if not keep.allows(chosen + group):
+                continue
+            chosen += group
+            if len(chosen) >= target:
+                break
+        if chosen:
+            held_movies = {movie[i] for i in chosen if movie[i]}
+            sizes = sum(len(members[m]) for m in held_movies)
+            return HeldOut(_ids(ids, chosen), n, fraction, seed, "movies", len(held_movies), sizes=sizes)
+        smallest = min(len(members[m]) for m in known)
+        if not fits:
+            least = math.ceil(100 * smallest / (2 * n)) / 100
+            reason = (
+                f"no whole movie fits in twice the asked fraction ({upper} clip{'s' * (upper != 1)}; the smallest "
+                f"of the {len(known)} movies has {smallest}, a fraction of {least:g} or more would let it), so clips "
+                "of one movie are on both sides"
+            )
+        else:
+            reason = (
+                "every whole movie that fits would take the last train clips with sound or of a class out of "
+                "training, so clips of one movie are on both sides"
+            )
+    elif len(known) == 1:
+        reason = (
+            f"all {n} train clips are from one movie"
+            if len(members) == 1
+            else "only one movie is known, so its clips may be on both sides"
+        )
+    else:
+        reason = "the clips name no movie (a `movie` column keeps each movie on one side)"
+    chosen = _stratified(label, audio, k, seed, keep)
+    return HeldOut(_ids(ids, chosen), n, fraction, seed, "stratified", reason=reason)
+
+
+class _Keeper:
+    """Whether held-out clips leave training at least one clip with sound and one clip of every class."""
+
+    def __init__(self, labels: list[Hashable], audio: list[bool]):
+        self.labels, self.audio = labels, audio
+        self.classes, self.sounding = Counter(labels), sum(audio)
+
+    def allows(self, held: list[int]) -> bool:
+        if self.sounding and sum(self.audio[i] for i in held) >= self.sounding:
+            return False
+        taken = Counter(self.labels[i] for i in held)
+        return all(taken[c] < self.classes[c] for c in taken)
+
+
+def _stratified(labels: list[Hashable], audio: list[bool], k: int, seed: int, keep: _Keeper) -> list[int]:
+    """k clips split over the classes by largest remainder (ties in a seeded order), each class keeping one
+    clip in training where the others can give k; never the last clip with sound."""
+    rng = random.Random(seed)
+    classes = sorted(set(labels), key=str)
+    members = {c: [i for i, label in enumerate(labels) if label == c] for c in classes}
+    for c in classes:
+        rng.shuffle(members[c])
+    caps = {c: len(members[c]) - 1 for c in classes}
+    if sum(caps.values()) < k:
+        caps = {c: len(members[c]) for c in classes}
+    quota = {c: k * len(members[c]) / len(labels) for c in classes}
+    take = {c: min(math.floor(quota[c]), caps[c]) for c in classes}
+    tie = {c: rng.random() for c in classes}
+    order = sorted(classes, key=lambda c: (-(quota[c] - math.floor(quota[c])), tie[c]))
+    while sum(take.values()) < k:
+        grew = False
+        for c in order:
+            if sum(take.values()) < k and take[c] < caps[c]:
+                take[c] += 1
+                grew = True
+        if not grew:
+            break
+    chosen: list[int] = []
+    sounding_left = keep.sounding
+    for c in classes:
+        picked = 0
+        for i in members[c]:
+            if picked == take[c]:
+                break
+            if audio[i] and sounding_left == 1:
+                continue  # the audio model needs one train clip with sound
+            chosen.append(i)
+            picked += 1
+            sounding_left -= audio[i]
+    return chosen
+
+
+def _ids(ids: list[str], chosen: list[int]) -> tuple[str, ...]:
+    return tuple(sorted(ids[i] for i in chosen))
+
+
+def _percent(x: float) -> str:
+    value = 100 * x
+    return f"{value:.0f}%" if abs(value - round(value)) < 0.05 else f"{value:.1f}%"
 
 
 def groups_of(clips: list[Clip], group: str = "movie") -> dict[str, list[Clip]]:
@@ -27,32 +234,20 @@ def groups_of(clips: list[Clip], group: str = "movie") -> dict[str, list[Clip]]:
 
 
 def validation_split(clips: list[Clip], fraction: float = 0.2, group: str = "movie", seed: int = 0) -> set[str]:
-    """Clip ids of a validation set of about `fraction` of the train clips, made of whole groups.
-
-    Groups are shuffled with `seed` and taken until the fraction is reached (at least one group, never
-    all of them), so the same clips and seed always give the same split."""
+    """Clip ids of a validation set of about `fraction` of the train clips (`hold_out` on the manifest's
+    train clips, the group column naming the movie; every clip counted as having sound)."""
     if not 0 < fraction < 1:
         raise ValueError("fraction must be between 0 and 1")
-    groups = groups_of([c for c in clips if c.split == "train"], group)
-    return {c.clip_id for c in pick_groups(groups, fraction, seed)}
-
-
-def pick_groups(groups: dict[str, list[T]], fraction: float, seed: int = 0) -> list[T]:
-    """Members of whole groups, shuffled with `seed` and taken until about `fraction` of all members (at
-    least one group, never all of them; nothing when there are fewer than two groups)."""
-    names = sorted(groups)
-    if len(names) < 2:
-        return []  # one movie cannot be split without a leak
-    random.Random(seed).shuffle(names)
-    target = fraction * sum(len(v) for v in groups.values())
-    chosen: list[T] = []
-    for name in names[:-1]:
-        if chosen and len(chosen) + len(groups[name]) / 2 > target:
-            continue
-        chosen += groups[name]
-        if len(chosen) >= target:
-            break
-    return chosen
+    train = [c for c in clips if c.split == "train"]
+    held = hold_out(
+        [c.clip_id for c in train],
+        [c.arousal for c in train],
+        [c.meta.get(group, "") for c in train],
+        [True] * len(train),
+        fraction,
+        seed,
+    )
+    return set(held.clips)
 
 
 def groups_in_both(clips: list[Clip], group: str = "movie") -> list[str]:

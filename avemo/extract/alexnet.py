@@ -1,15 +1,24 @@
 """AlexNet (paper: "AlexNet ... we select the fc7 layer ... 4096 neurons"), its weights and fc7 export.
 
-`--weights imagenet` goes through torchvision's weights API (downloads once), `--weights PATH` loads a
-local state dict (a torchvision AlexNet's, with a 1000- or 3-way last layer), `--weights none` is random
-initialisation from a seed. Inputs are the 256×256 images of the media cache, centre-cropped to 224×224
-as in Krizhevsky et al. and normalised with the ImageNet mean and std; spectrograms are grey, repeated
-over the three channels.
+`--weights imagenet` (the default: the paper fine-tunes an ImageNet AlexNet) goes through torchvision's
+weights API (downloads once into torch's hub folder), `--weights PATH` loads a local state dict (a
+torchvision AlexNet's, with a 1000- or 3-way last layer), `--weights none` is random initialisation from a
+seed.
+
+Inputs are the 256×256 images of the media cache, normalised with the ImageNet mean and std:
+- key frames are centre-cropped to 224×224, as in Krizhevsky et al. (the border of a film frame is framing);
+- spectrograms are resized to 224×224 (`spectrogram_input` "resize", the default), so the network sees every
+  frequency (0 Hz to the Nyquist frequency, 8 kHz at 16 kHz) and the whole second (all 49 STFT frames, window
+  centres 20–980 ms); "crop" (what avemo did before) keeps the centre 224 rows and columns, which drops
+  everything below about 480 Hz (bass, voice pitch) and above 7.5 kHz, and the first and last ~62 ms. The grey
+  image is repeated over the three channels.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,7 +30,8 @@ from avemo.errors import AvemoError
 
 FC7_DIM = 4096
 POOL5_DIM = 256 * 6 * 6  # features + avgpool, flattened: the input of fc6
-CROP = 224
+CROP = 224  # AlexNet's input size
+SPECTROGRAM_INPUTS = ("resize", "crop")  # how a 256×256 spectrogram becomes 224×224 (module docstring)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -29,7 +39,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
     """An AlexNet in eval mode with the requested weights (see module docstring)."""
     if weights == "imagenet":
-        return torchvision.models.alexnet(weights=torchvision.models.AlexNet_Weights.IMAGENET1K_V1).eval()
+        return _imagenet_alexnet()
     if weights == "none":
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -54,6 +64,27 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
     return model.eval()
 
 
+def _imagenet_alexnet() -> torch.nn.Module:
+    """torchvision's ImageNet AlexNet; without the internet (and no copy in torch's hub folder) one Error line
+    that says where the file goes and how to do without it."""
+    spec = torchvision.models.AlexNet_Weights.IMAGENET1K_V1
+    file = Path(torch.hub.get_dir()) / "checkpoints" / spec.url.rsplit("/", 1)[-1]
+    present = file.is_file()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # torch's "Downloading: ..." line: ours says it better
+            model = torchvision.models.alexnet(weights=spec, progress=False).eval()
+        if not present:
+            print(f"weights: torchvision's ImageNet AlexNet downloaded to {file}")
+        return model
+    except Exception as e:  # noqa: BLE001 - offline (URLError), a truncated download, a full disk, ...
+        reason = str(e).strip().splitlines()[0][:120] if str(e).strip() else ""
+        raise AvemoError(
+            f"--weights imagenet: cannot load torchvision's ImageNet AlexNet ({type(e).__name__}: {reason}); "
+            f"torchvision reads it from {file} (downloaded once from {spec.url}): copy that file there "
+            "(or set TORCH_HOME), or pass --weights PATH to a local AlexNet state dict (--weights none: random init)"
+        ) from None
+
+
 def weights_sha256(model: torch.nn.Module) -> str:
     """A hash of the parameters themselves, recorded with the features they produced."""
     digest = hashlib.sha256()
@@ -66,19 +97,31 @@ def weights_sha256(model: torch.nn.Module) -> str:
 class Fc7(torch.nn.Module):
     """uint8 images [B, 256, 256, 3] (or [B, 256, 256] grey) → post-ReLU fc7 activations [B, 4096]."""
 
-    def __init__(self, alexnet: torch.nn.Module):
+    def __init__(self, alexnet: torch.nn.Module, spectrogram_input: str = "resize"):
         super().__init__()
+        if spectrogram_input not in SPECTROGRAM_INPUTS:
+            raise AvemoError(f"spectrogram input {spectrogram_input!r}: must be one of {', '.join(SPECTROGRAM_INPUTS)}")
+        self.spectrogram_input = spectrogram_input
         self.features, self.avgpool = alexnet.features, alexnet.avgpool
         self.fc6_fc7 = alexnet.classifier[:6]  # dropout, fc6, ReLU, dropout, fc7, ReLU
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        if images.dim() == 3:
-            images = images.unsqueeze(-1).expand(-1, -1, -1, 3)
-        top = (images.shape[1] - CROP) // 2
-        left = (images.shape[2] - CROP) // 2
-        x = images[:, top : top + CROP, left : left + CROP].permute(0, 3, 1, 2).float()
+        """uint8 [B, H, W, 3] key frames (centre crop) or [B, H, W] spectrograms (resize or crop) → normalised
+        float [B, 3, 224, 224], channels-last."""
+        if images.dim() == 3 and self.spectrogram_input == "resize":
+            grey = images.unsqueeze(1).float()
+            if grey.shape[-2:] != (CROP, CROP):
+                # antialiased bilinear: every row and column of the spectrogram contributes
+                grey = torch.nn.functional.interpolate(grey, (CROP, CROP), mode="bilinear", antialias=True)
+            x = grey.expand(-1, 3, -1, -1)
+        else:
+            if images.dim() == 3:
+                images = images.unsqueeze(-1).expand(-1, -1, -1, 3)
+            top = (images.shape[1] - CROP) // 2
+            left = (images.shape[2] - CROP) // 2
+            x = images[:, top : top + CROP, left : left + CROP].permute(0, 3, 1, 2).float()
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def pool5(self, images: torch.Tensor) -> torch.Tensor:
@@ -110,6 +153,12 @@ def batched(
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
             out[start : start + len(batch)] = fn(batch).float().cpu().numpy()
     return out
+
+
+def spectrogram_input_of(features: dict) -> str:
+    """How the spectrograms of a cache's features were fitted to 224×224 (caches made before the choice
+    existed cropped them)."""
+    return features.get("spectrogram_input", "crop")
 
 
 def feature_alexnets(cache: Path, features: dict) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:

@@ -35,7 +35,8 @@ def bench_extract(clips: list[Clip], settings: ExtractSettings) -> float:
     seconds = sum(counts)
     print(f"(a) decode only: {len(clips)} clips, {seconds} video-seconds in {decode_s:.1f} s")
 
-    model = Fc7(build_alexnet(settings.weights, settings.seed)).to(settings.device, memory_format=torch.channels_last)
+    model = Fc7(build_alexnet(settings.weights, settings.seed), settings.spectrogram_input)
+    model = model.to(settings.device, memory_format=torch.channels_last)
     rng = np.random.default_rng(0)
     size = settings.decode.frame_size
     frames = rng.integers(0, 256, size=(min(seconds, 256), size, size, 3), dtype=np.uint8)

@@ -4,6 +4,9 @@ The paper replaces AlexNet's last layer and fine-tunes on the new task with back
 frames and once for spectrograms; it gives no hyper-parameters. Ours: fc8 becomes a 3-way layer (arousal
 calm / neutral / active), every second of a **train** clip is one example labelled with its clip's class
 (test clips are never read while tuning), SGD with AlexNet's own momentum 0.9 and weight decay 5e-4.
+The validation clips (`validation`, default 10% of the train clips, whole movies where known:
+`datasets.groups.hold_out`) are left out too: the trainer selects its epochs on them, which would be
+optimistic if the AlexNets had learned them.
 
 Modes (`--finetune`):
 - `fc` (default): tune fc6, fc7 and the new fc8 (with AlexNet's dropout) on pool5 activations computed once
@@ -41,6 +44,7 @@ from avemo.atomic import save_torch, write_json
 from avemo.cache import ShardStore
 from avemo.cache.images import read_images
 from avemo.cache.store import read_shard_index
+from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, pool5_features, weights_sha256
@@ -59,14 +63,22 @@ class FinetuneSettings:
     momentum: float = 0.9  # AlexNet's (Krizhevsky et al., 2012)
     weight_decay: float = 5e-4  # AlexNet's
     seed: int = 0  # fc8 init, shuffling, dropout
+    # train clips left out of tuning, kept for the trainer's epoch selection (datasets.groups.hold_out); recorded
+    # as the features' `validation` setting, not in record()
+    validation: float = DEFAULT_FRACTION
+    validation_seed: int = 0
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise AvemoError(f"--finetune {self.mode}: must be one of {', '.join(MODES)}")
+        if not 0 <= self.validation < 1:
+            raise AvemoError(f"--validation {self.validation}: must be a fraction in [0, 1)")
 
     def record(self) -> dict:
         """What the features depend on: with `none`, the tuning options do not matter."""
-        return {"mode": "none"} if self.mode == "none" else asdict(self)
+        if self.mode == "none":
+            return {"mode": "none"}
+        return {k: v for k, v in asdict(self).items() if k not in ("validation", "validation_seed")}
 
 
 def read_media_images(path: Path, name: str, rows: list[int] | np.ndarray | None = None) -> np.ndarray:
@@ -75,10 +87,12 @@ def read_media_images(path: Path, name: str, rows: list[int] | np.ndarray | None
         return read_images(f, name, None if rows is None else np.asarray(rows))
 
 
-def train_rows(index: dict[str, np.ndarray], modality: str) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]:
+def train_rows(
+    index: dict[str, np.ndarray], modality: str, exclude: frozenset[str] = frozenset()
+) -> tuple[np.ndarray, np.ndarray, list[tuple[str, int]]]:
     """Rows (seconds) of one shard that tune `modality`, their class indices (frame label = clip label), and
-    their (clip id, second) keys."""
-    keep = index["split"] == "train"
+    their (clip id, second) keys: train clips but the validation clips in `exclude`."""
+    keep = (index["split"] == "train") & ~np.isin(index["clip_id"], list(exclude))
     if modality == "audio":
         keep &= index["has_audio"] == 1
     rows, labels, keys = [np.zeros(0, np.int64)], [np.zeros(0, np.int64)], []
@@ -96,24 +110,43 @@ def _canonical(keys: list[tuple[str, int]]) -> np.ndarray:
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
-def train_split_record(media: ShardStore) -> dict:
-    """Identity of the train split in the media cache: tuned weights (and so all features) depend on it."""
+def validation_split(media: ShardStore, settings: FinetuneSettings) -> HeldOut:
+    """The train clips of the media cache that fine-tuning leaves out for the trainer's epoch selection."""
+    index = media.read_index()
+    train = index["split"] == "train"
+    return hold_out(
+        [str(c) for c in index["clip_id"][train]],
+        [int(a) for a in index["arousal"][train]],
+        [str(g) for g in index["group"][train]],
+        [bool(h) for h in index["has_audio"][train]],
+        settings.validation,
+        settings.validation_seed,
+    )
+
+
+def train_split_record(media: ShardStore, exclude: frozenset[str] = frozenset()) -> dict:
+    """Identity of the train split: the clips that tune (all but the validation clips in `exclude`; tuned
+    weights, and so all features, depend on them) and the held-out ones, so that any train clip added later
+    changes it (without held-out clips, the record of caches made before validation splits)."""
     index = media.read_index()
     train = sorted(
         (str(c), int(a), int(n), int(h))
         for c, a, n, h, s in zip(index["clip_id"], index["arousal"], index["n_seconds"], index["has_audio"], index["split"])
-        if s == "train"
+        if s == "train" and str(c) not in exclude
     )
-    digest = hashlib.sha256(json.dumps(train).encode()).hexdigest()
-    return {"clips": len(train), "seconds": sum(t[2] for t in train), "sha256": digest}
+    held_out = {"held_out": len(exclude)} if exclude else {}
+    digest = hashlib.sha256(json.dumps([train, sorted(exclude)] if exclude else train).encode()).hexdigest()
+    return {"clips": len(train), "seconds": sum(t[2] for t in train), **held_out, "sha256": digest}
 
 
 # -- pool5 ------------------------------------------------------------------------------------------
-def export_pool5(media: ShardStore, pool5: ShardStore, alexnet: torch.nn.Module, batch_size: int, device: str) -> None:
+def export_pool5(
+    media: ShardStore, pool5: ShardStore, alexnet: torch.nn.Module, batch_size: int, device: str, spectrogram_input: str
+) -> None:
     """pool5 of every image, once: one pool5 shard per media shard, resumable like the other stores."""
     pool5.remove_partial_shards()
     done = pool5.completed_clips()
-    model = Fc7(alexnet).to(device, memory_format=torch.channels_last)
+    model = Fc7(alexnet, spectrogram_input).to(device, memory_format=torch.channels_last)
     pending = [(e, p) for e, p in distributed.my_share(media.shards()) if not set(e["clips"]) <= done]
     started, n_seconds = time.perf_counter(), 0
     total = sum(len(e["clips"]) for e, _ in pending)
@@ -143,9 +176,10 @@ def pool5_shard_for(pool5: ShardStore, clips: list[str]) -> Path:
 class _Classifier(torch.nn.Module):
     """What is tuned: [convolutions →] fc6 → fc7 → 3-way fc8, AlexNet's dropout included."""
 
-    def __init__(self, alexnet: torch.nn.Module, from_images: bool):
+    def __init__(self, alexnet: torch.nn.Module, from_images: bool, spectrogram_input: str):
         super().__init__()
-        self.fc7, self.fc8, self.from_images = Fc7(alexnet), alexnet.classifier[6], from_images
+        self.fc7, self.fc8 = Fc7(alexnet, spectrogram_input), alexnet.classifier[6]
+        self.from_images = from_images
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc8(self.fc7.fc6_fc7(self.fc7.pool5(x) if self.from_images else x.float()))
@@ -218,8 +252,11 @@ def finetune(
     pool5: ShardStore | None,
     settings: FinetuneSettings,
     device: str,
+    spectrogram_input: str = "resize",
+    exclude: frozenset[str] = frozenset(),
 ) -> tuple[torch.nn.Module, dict]:
-    """A copy of `base` with a 3-way fc8, tuned on the train seconds of one modality (see module docstring)."""
+    """A copy of `base` with a 3-way fc8, tuned on the train seconds of one modality (see module docstring),
+    the validation clips in `exclude` left out."""
     with torch.random.fork_rng(devices=[]):  # fc8 init and dropout from the seed; the caller's RNG untouched
         torch.manual_seed(settings.seed)
         alexnet = copy.deepcopy(base)
@@ -229,20 +266,20 @@ def finetune(
             pool5_rows, labels, keys = [], [], []
             for entry, _ in media.shards():
                 with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
-                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality)
+                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
                     if len(rows):
                         pool5_rows.append(f[modality][()][rows])  # whole shard, then rows: faster than h5py fancy indexing
                 labels.append(shard_labels)
                 keys += shard_keys
             order = _canonical(keys)
             x = torch.from_numpy(np.concatenate(pool5_rows)[order] if pool5_rows else np.zeros((0, 1), np.float16))
-            net, params = _Classifier(alexnet, from_images=False), list(alexnet.classifier.parameters())
+            net, params = _Classifier(alexnet, False, spectrogram_input), list(alexnet.classifier.parameters())
             stats = fit(net, params, lambda p: x[p].to(device), np.concatenate(labels)[order], settings, modality, device)
         else:
             where, labels, keys = [], [], []  # (media shard path, row) of every train second
             for _, path in media.shards():
                 with h5py.File(path, "r") as f:
-                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality)
+                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
                 where += [(path, r) for r in rows]
                 labels.append(shard_labels)
                 keys += shard_keys
@@ -258,7 +295,7 @@ def finetune(
                         batch[i] = image
                 return torch.from_numpy(np.stack(batch)).to(device)
 
-            net = _Classifier(alexnet, from_images=True)
+            net = _Classifier(alexnet, True, spectrogram_input)
             stats = fit(net, list(alexnet.parameters()), images, np.concatenate(labels)[order], settings, modality, device)
     return alexnet.cpu().eval(), stats
 
@@ -271,9 +308,12 @@ def tuned_models(
     record: dict,
     settings: FinetuneSettings,
     device: str,
+    spectrogram_input: str = "resize",
+    exclude: frozenset[str] = frozenset(),
 ) -> dict[str, tuple[torch.nn.Module, str]]:
     """Per modality, the tuned AlexNet and its weights sha256: reused from CACHE/models when it was tuned with
-    the same `record` (settings and train split), else tuned now and saved there."""
+    the same `record` (settings, train split and validation clips), else tuned now (the validation clips in
+    `exclude` left out) and saved there."""
     folder = cache / "models"
     folder.mkdir(parents=True, exist_ok=True)
     record = json.loads(json.dumps(record))
@@ -290,7 +330,7 @@ def tuned_models(
                 print(f"fine-tune {modality}: reusing {path} (same settings and train split)")
                 out[modality] = (model, known["sha256"])
                 continue
-        model, stats = finetune(base, modality, media, pool5, settings, device)
+        model, stats = finetune(base, modality, media, pool5, settings, device, spectrogram_input, exclude)
         sha = weights_sha256(model)
         manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
         if distributed.rank() == 0:  # every rank holds the same weights (DDP); one writes them

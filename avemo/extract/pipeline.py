@@ -19,12 +19,14 @@ import torch
 from tqdm import tqdm
 
 from avemo import distributed
+from avemo.atomic import write_json
 from avemo.cache import NO_LABEL, ShardStore, cache_lock
 from avemo.cache.images import concat_blocks
 from avemo.cache.store import read_shard_index
+from avemo.datasets.groups import HeldOut
 from avemo.datasets.manifest import Clip
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import FC7_DIM, Fc7, batched, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.alexnet import FC7_DIM, SPECTROGRAM_INPUTS, Fc7, batched, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.finetune import (
     MODALITIES,
@@ -34,6 +36,7 @@ from avemo.extract.finetune import (
     read_media_images,
     train_split_record,
     tuned_models,
+    validation_split,
 )
 from avemo.extract.workers import EncodedClip, decode_for_cache, in_order
 
@@ -41,13 +44,18 @@ from avemo.extract.workers import EncodedClip, decode_for_cache, in_order
 @dataclass(frozen=True)
 class ExtractSettings:
     decode: DecodeSettings = field(default_factory=DecodeSettings)
-    weights: str = "none"  # imagenet | none | PATH (see extract.alexnet)
+    weights: str = "imagenet"  # imagenet | none | PATH (see extract.alexnet); paper: fine-tunes an ImageNet AlexNet
     seed: int = 0  # for --weights none
     batch_size: int = 64
     clips_per_shard: int = 64
     workers: int = 0  # decoding processes; 0: one per CPU
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)  # see extract.finetune
+    spectrogram_input: str = "resize"  # resize | crop: how spectrograms become 224×224 (see extract.alexnet)
     device: str = "cuda" if torch.cuda.is_available() else "cpu"
+
+    def __post_init__(self) -> None:
+        if self.spectrogram_input not in SPECTROGRAM_INPUTS:
+            raise AvemoError(f"spectrogram input {self.spectrogram_input!r}: must be one of {', '.join(SPECTROGRAM_INPUTS)}")
 
 
 def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = ExtractSettings()) -> None:
@@ -65,12 +73,14 @@ def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = Ex
             "weights": settings.weights,
             "weights_sha256": weights_sha256(alexnet),
             "seed": settings.seed,
+            "spectrogram_input": settings.spectrogram_input,
             "media": media.settings,
         }
         features = ShardStore(cache / "features", "features", writer=rank)
-        # finetune_train and tuned_sha256 are known only after decoding and tuning; checked then.
-        later = {k: features.settings[k] for k in ("finetune_train", "tuned_sha256") if k in features.settings}
+        # finetune_train, validation and tuned_sha256 are known only after decoding and tuning; checked then.
+        later = {k: features.settings[k] for k in ("finetune_train", "validation", "tuned_sha256") if k in features.settings}
         _check_finetune(features, settings.finetune.record())
+        _check_validation(features, settings.finetune)
         features.check_settings({**base, "finetune": settings.finetune.record(), **later})
         pool5 = None
         if settings.finetune.mode == "fc":
@@ -86,18 +96,28 @@ def extract(clips: list[Clip], cache: str | Path, settings: ExtractSettings = Ex
         media, pool5 = _reload(media), pool5 and _reload(pool5)
         models = {modality: alexnet for modality in MODALITIES}
         if settings.finetune.mode != "none":
-            # Fine-tuning reads the train split only; the features then depend on it and on the tuned weights.
-            train = train_split_record(media)
+            # Fine-tuning reads the train split but its validation clips; the features then depend on both.
+            held = _validation(media, features, settings.finetune)
+            held_out = frozenset(held.clips) if held else frozenset()
+            train = train_split_record(media, held_out)
             _settle(features, "finetune_train", train)
+            if held is not None:
+                _settle(features, "validation", held.record())
+                if rank == 0:  # the ids, for the trainer (the settings keep their count and hash)
+                    features.folder.mkdir(parents=True, exist_ok=True)
+                    write_json(features.folder / "validation.json", {**held.record(), "reason": held.reason, "clips": held.clips})
             if media.completed_clips() <= features.completed_clips():
                 _say("fine-tune: skipped, the features of every cached clip are already exported")
             else:
                 if pool5 is not None:
-                    export_pool5(media, pool5, alexnet, settings.batch_size, settings.device)
+                    export_pool5(media, pool5, alexnet, settings.batch_size, settings.device, settings.spectrogram_input)
                     distributed.barrier()
                     pool5 = _reload(pool5)
                 record = {**base, "finetune": settings.finetune.record(), "finetune_train": train}
-                tuned = tuned_models(cache, media, pool5, alexnet, record, settings.finetune, settings.device)
+                record |= {"validation": held.record()} if held else {}
+                tuned = tuned_models(
+                    cache, media, pool5, alexnet, record, settings.finetune, settings.device, settings.spectrogram_input, held_out
+                )
                 _settle(features, "tuned_sha256", {modality: sha for modality, (_, sha) in tuned.items()})
                 models = {modality: model for modality, (model, _) in tuned.items()}
         export_features(media, features, models, settings, pool5)
@@ -129,6 +149,35 @@ def _check_finetune(features: ShardStore, record: dict) -> None:
                 f"not {record.get(key)!r}; use the same settings, another --cache, or delete {features.folder} "
                 "to tune again (decoded media and pool5 are reused)"
             )
+
+
+def _check_validation(features: ShardStore, tuning: FinetuneSettings) -> None:
+    """Refuse, before any work, a validation split other than the one the existing features were tuned without."""
+    stored = features.settings.get("validation")
+    if tuning.mode == "none" or not features.shards() or stored is None:
+        return
+    if (stored["fraction"], stored["seed"]) != (tuning.validation, tuning.validation_seed):
+        raise AvemoError(
+            f"{features.folder}: existing features shards were made with --validation {stored['fraction']:g} "
+            f"--validation-seed {stored['seed']} (fine-tuning left those {stored['clips']} clips out), not "
+            f"--validation {tuning.validation:g} --validation-seed {tuning.validation_seed}; use the same, another "
+            f"--cache, or delete {features.folder} to tune again (decoded media and pool5 are reused)"
+        )
+
+
+def _validation(media: ShardStore, features: ShardStore, tuning: FinetuneSettings) -> HeldOut | None:
+    """The train clips fine-tuning leaves out for the trainer's epoch selection, printed; None for features
+    tuned before validation splits were fixed at extraction (they keep tuning on every train clip)."""
+    if features.shards() and "finetune_train" in features.settings and "validation" not in features.settings:
+        _say(
+            f"validation: none held out of fine-tuning: {features.folder} was tuned on every train clip before "
+            f"extraction fixed a validation split (avemo train will note it); delete {features.folder} to tune "
+            "again without the validation clips (decoded media and pool5 are reused)"
+        )
+        return None
+    held = validation_split(media, tuning)
+    _say(f"validation: {held.describe()}" + (", left out of fine-tuning for the trainer's epoch selection" * bool(held.clips)))
+    return held
 
 
 def _settle(store: ShardStore, key: str, value: dict) -> None:
@@ -192,7 +241,10 @@ def export_features(
     convolutions twice; otherwise a full forward of the media images."""
     features.remove_partial_shards()
     done = features.completed_clips()
-    nets = {m: Fc7(models[m]).to(settings.device, memory_format=torch.channels_last).eval() for m in MODALITIES}
+    nets = {
+        m: Fc7(models[m], settings.spectrogram_input).to(settings.device, memory_format=torch.channels_last).eval()
+        for m in MODALITIES
+    }
     started, n_clips, n_seconds = time.perf_counter(), 0, 0
     pending = [(entry, path) for entry, path in distributed.my_share(media.shards()) if not set(entry["clips"]) <= done]
     total = sum(len(entry["clips"]) for entry, _ in pending)

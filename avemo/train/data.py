@@ -14,7 +14,7 @@ available now.
 
 from __future__ import annotations
 
-import random
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from avemo.cache import ShardStore
-from avemo.datasets.groups import pick_groups
+from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, clips_sha256, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 
@@ -163,22 +163,88 @@ class Standardiser:
         return None if self.stats is None else {k: v.cpu() for k, v in self.stats.items()}
 
 
-def validation_clips(data: FeatureSet, fraction: float, seed: int) -> torch.Tensor:
-    """Clip numbers of a validation set carved from the train split: about `fraction` of the train clips,
-    whole movies where the cache knows movies (clips of one movie share actors, light and sound, and the
-    test split takes whole movies too), else stratified by class. Empty when `fraction` is 0."""
-    train = data.subset("train").tolist()
-    if fraction <= 0 or len(train) < 2:
-        return torch.zeros(0, dtype=torch.int64)
-    groups: dict[str, list[int]] = {}
-    for i in train:
-        groups.setdefault(str(data.groups[i]) or f"clip:{data.clip_ids[i]}", []).append(i)
-    if sum(not g.startswith("clip:") for g in groups) >= 2:
-        chosen = pick_groups(groups, fraction, seed)
-    else:
-        rng, chosen = random.Random(seed), []
-        for label in range(int(data.labels.max()) + 1):
-            members = [i for i in train if int(data.labels[i]) == label]
-            rng.shuffle(members)
-            chosen += members[: round(fraction * len(members))]
-    return torch.tensor(sorted(chosen), dtype=torch.int64)
+@dataclass(frozen=True)
+class Validation:
+    """The trainer's validation clips and what to print about them."""
+
+    clips: torch.Tensor  # int64 clip numbers, sorted
+    fraction: float  # as resolved (the cache's when not given)
+    seed: int
+    line: str  # how many clips and movies, and where the split comes from
+    note: str = ""  # a warning to print, e.g. that fine-tuning saw these clips
+
+
+def validation_clips(data: FeatureSet, fraction: float | None, seed: int | None, cache: str | Path = "CACHE") -> Validation:
+    """The validation clips carved from the train split (rules: avemo.datasets.groups.hold_out).
+
+    A cache whose AlexNets were fine-tuned records the split extraction held out of fine-tuning
+    (`validation` in the features settings, the ids in FEATURES/validation.json): that split is used; None
+    (`fraction`, `seed`) means the cache's, 0 keeps the last epoch, any other split is refused (its clips
+    were seen by fine-tuning, so selecting epochs on them would be optimistic). A cache without a record is
+    split here, with `fraction` (default 0.1) and `seed` (default 0); when it was fine-tuned all the same (made
+    before splits were recorded), `note` says that fine-tuning saw these clips."""
+    train = data.subset("train").numpy()
+    record = data.settings.get("validation")
+    features = Path(cache) / "features"
+    number = {str(c): i for i, c in enumerate(data.clip_ids)}
+
+    def split(f: float, s: int) -> HeldOut:
+        return hold_out(
+            [str(c) for c in data.clip_ids[train]],
+            data.labels[train].tolist(),
+            [str(g) for g in data.groups[train]],
+            data.has_audio[train].tolist(),
+            f,
+            s,
+        )
+
+    def numbers(ids: tuple[str, ...] | list[str]) -> torch.Tensor:
+        return torch.tensor(sorted(number[c] for c in ids), dtype=torch.int64)
+
+    if record is None:
+        f = DEFAULT_FRACTION if fraction is None else fraction
+        s = 0 if seed is None else seed
+        held = split(f, s)
+        note = ""
+        if held.clips and (data.settings.get("finetune") or {}).get("mode", "none") != "none":
+            note = (
+                f"note: {cache} was fine-tuned before extraction held a validation split out, so its AlexNets saw "
+                f"these {len(held.clips)} validation clips and epoch selection is optimistic; extract again to fix "
+                f"it (delete {features}: decoded media and pool5 are reused)"
+            )
+        return Validation(numbers(held.clips), f, s, f"validation: {held.describe()}", note)
+
+    f = record["fraction"] if fraction is None else fraction
+    s = record["seed"] if seed is None else seed
+    if f == 0:
+        line = "validation: none (validation 0): every train clip is fitted, the last epoch is kept"
+        return Validation(torch.zeros(0, dtype=torch.int64), 0.0, s, line)
+    if (f, s) != (record["fraction"], record["seed"]):
+        asked = f"--validation {f:g}" + (f" with seed {s}" if s != record["seed"] else "")
+        cached = f"--validation {record['fraction']:g}" + (f" with seed {record['seed']}" if s != record["seed"] else "")
+        tuned = (
+            f"were fine-tuned on every train clip ({cached} at extraction)"
+            if not record["clips"]
+            else f"were fine-tuned on every train clip except the {record['clips']} validation clip"
+            f"{'s' * (record['clips'] != 1)} fixed at extraction ({cached})"
+        )
+        raise AvemoError(
+            f"{asked}: the AlexNets of {cache} {tuned}, so another split would select epochs on clips they were "
+            f"tuned on; give {cached} (the cache's), or --validation 0 to keep the last epoch, or extract again "
+            f"with {asked} (delete {features}: decoded media and pool5 are reused)"
+        )
+    held = split(f, s)
+    if held.sha256 == record["sha256"]:
+        ids, line = held.clips, held.describe()
+    else:  # split by another version of the rules: the ids written at extraction
+        listed = features / "validation.json"
+        ids = json.loads(listed.read_text())["clips"] if listed.is_file() else None
+        if ids is None or clips_sha256(ids) != record["sha256"] or any(c not in number for c in ids):
+            raise AvemoError(
+                f"{features}: the validation split recorded at extraction ({record['clips']} clips) cannot be "
+                f"rebuilt{'' if listed.is_file() else f' and {listed} is missing'}; extract again (delete {features}: "
+                "decoded media and pool5 are reused)"
+            )
+        ids, line = tuple(ids), f"{len(ids)} of {len(train)} train clips ({record['method']})"
+    where = ", fixed at extraction (fine-tuning never saw them)" if ids else " (at extraction)"
+    return Validation(numbers(ids), f, s, f"validation: {line}{where}")

@@ -5,7 +5,12 @@ modal     α_a·g(x_a; w_a) + α_v·g(x_v; w_v)  LSTM → last valid step → ML
 visual    g(x_v; w_v)                        same
 audio     g(x_a; w_a)                        same
 early     g([x_a, x_v]) on the 8192-d concat same
-(late fusion combines the probabilities of the visual and audio models: train.trainer.)
+(late fusion combines the probabilities of a visual and an audio model: train.trainer.)
+
+The paper's late fusion mixes "two MLP classifiers" (eq. 14): `temporal="none"` builds one, a visual or audio
+head without the LSTM: g(x) → MLP → softmax on every second alone, and the clip's probabilities are the
+mean of its seconds' (output t: the mean over seconds 0..t, returned as log-probabilities, so the softmax
+and cross-entropy of the trainer apply unchanged).
 
 g(x; w) = ReLU(W x + b), 4096 → 512 ("feature size of 512 for both visual pathway and audio pathway");
 LSTM with 256 units (Fig. 2: 256 is best); MLP with one hidden layer of 64 units, ReLU, dropout 0.5.
@@ -44,7 +49,8 @@ class HeadSettings:
     dropout: float = 0.5  # paper: "dropout ... the factor is set 0.5"
     alpha_audio: float = 0.5  # α_a of eq. 3: the start value, or the value when learn_alpha is False
     alpha_visual: float = 0.5  # α_v of eq. 3
-    learn_alpha: bool = True  # paper: "α_a and α_v are the weights ... learned"; False keeps them fixed
+    learn_alpha: bool = True  # the paper does not say whether α_a, α_v are learned; False keeps them fixed
+    temporal: str = "lstm"  # lstm (eq. 6–11) | none: late fusion's per-second MLP classifiers (module docstring)
 
 
 class EmotionHead(nn.Module):
@@ -52,6 +58,8 @@ class EmotionHead(nn.Module):
         super().__init__()
         if settings.approach not in ("visual", "audio", "early", "modal"):
             raise ValueError(f"no single head for approach {settings.approach!r}")
+        if settings.temporal not in ("lstm", "none"):
+            raise ValueError(f"temporal {settings.temporal!r}: must be lstm or none")
         self.approach = settings.approach
         d, h = settings.feature_dim, settings.hidden
         if settings.approach in ("modal", "audio"):
@@ -67,9 +75,9 @@ class EmotionHead(nn.Module):
                     self.register_parameter(name, nn.Parameter(value))
                 else:
                     self.register_buffer(name, value)  # kept in the state dict, never trained
-        self.lstm = nn.LSTM(h, settings.lstm_hidden, batch_first=True)  # eq. 6–11
+        self.lstm = nn.LSTM(h, settings.lstm_hidden, batch_first=True) if settings.temporal == "lstm" else None  # eq. 6–11
         self.mlp = nn.Sequential(
-            nn.Linear(settings.lstm_hidden, settings.mlp_hidden),
+            nn.Linear(settings.lstm_hidden if self.lstm is not None else h, settings.mlp_hidden),
             nn.ReLU(),
             nn.Dropout(settings.dropout),
             nn.Linear(settings.mlp_hidden, N_CLASSES),  # softmax (eq. 12) is in the loss / predict
@@ -97,7 +105,8 @@ class EmotionHead(nn.Module):
         per_step: bool = False,
     ) -> torch.Tensor:
         """Class logits from packed rows [N, d]: per clip [B, 3], read at its last second; with `per_step`,
-        per second [N, 3] (packed like the input), step t having seen seconds 0..t of its clip."""
+        per second [N, 3] (packed like the input), step t having seen seconds 0..t of its clip. Without an
+        LSTM (`temporal` none) the logits are log-probabilities: those of the mean over seconds 0..t."""
         lengths = lengths.to(visual.device)
         clip_of_row = torch.repeat_interleave(torch.arange(len(lengths), device=visual.device), lengths)
         fused = self.fuse(visual, audio, None if audio_mask is None else audio_mask.to(visual.device)[clip_of_row])
@@ -108,10 +117,16 @@ class EmotionHead(nn.Module):
         starts = torch.cumsum(lengths, 0) - lengths
         time_of_row = torch.arange(len(fused), device=fused.device) - starts[clip_of_row]
         slot = clip_of_row * steps + time_of_row
+        read = slot if per_step else slot[starts + lengths - 1]
+        if self.lstm is None:  # per-second classifiers: running mean of the seconds' probabilities
+            probs = torch.softmax(self.mlp(fused), dim=1)
+            padded = probs.new_zeros(len(lengths) * steps, N_CLASSES).index_copy(0, slot, probs).view(len(lengths), steps, -1)
+            seen = torch.arange(1, steps + 1, device=probs.device, dtype=probs.dtype).view(1, steps, 1)
+            running = (padded.cumsum(1) / seen).reshape(len(lengths) * steps, -1)
+            return running[read].clamp_min(1e-12).log()
         padded = fused.new_zeros(len(lengths) * steps, fused.shape[1]).index_copy(0, slot, fused)
         out, _ = self.lstm(padded.view(len(lengths), steps, -1))
-        out = out.reshape(len(lengths) * steps, -1)
-        return self.mlp(out[slot] if per_step else out[slot[starts + lengths - 1]])
+        return self.mlp(out.reshape(len(lengths) * steps, -1)[read])
 
 
 def load_head(path: Path) -> tuple[EmotionHead, dict]:

@@ -72,7 +72,7 @@ from avemo.cache import ShardStore, read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import FC7_DIM, Fc7, feature_alexnets, weights_sha256
+from avemo.extract.alexnet import FC7_DIM, Fc7, feature_alexnets, spectrogram_input_of, weights_sha256
 from avemo.train.heads import EmotionHead, head_settings_of, load_head
 from avemo.train.trainer import class_weights, run_cache, sgd, supervised_losses, write_predictions
 
@@ -371,13 +371,14 @@ def joint_train(
     torch.manual_seed(settings.seed)
     for alexnet in alexnets.values():
         alexnet.to(device, memory_format=torch.channels_last)
-    backbones = {m: (Fc7(alexnets[m]) if from_images else alexnets[m].classifier[:6]) for m in used}
+    fit = spectrogram_input_of(features)
+    backbones = {m: (Fc7(alexnets[m], fit) if from_images else alexnets[m].classifier[:6]) for m in used}
     model = JointModel(backbones, head, saved.get("norm"), from_images).to(device)
     backbone_params = [p for net in backbones.values() for p in net.parameters()]
     if settings.backbone_lr == 0:
         for p in backbone_params:
             p.requires_grad_(False)  # frozen: no gradient is computed through them at all
-    convs = {m: Fc7(a).eval() for m, a in alexnets.items()}
+    convs = {m: Fc7(a, fit).eval() for m, a in alexnets.items()}
     inputs = _Inputs(clips, used, from_images, convs, device)
 
     validation_ids = set(map(str, saved.get("validation") or [])) & set(clips.ids)

@@ -4,6 +4,10 @@ RUN/run.json          what was trained, on which cache, the train class counts, 
 RUN/<approach>/       settings.json, log.csv (per epoch: train loss, validation loss and accuracy),
                       model.pt (the selected epoch), last.pt (the latest epoch, to resume from),
                       predictions.csv (every clip, with its split, true class and class probabilities)
+RUN/late/{visual,audio}/  late fusion's two per-second MLP classifiers (paper eq. 14), laid out as above
+
+One approach that cannot be trained (e.g. an audio model without train clips that have sound) does not stop
+the others: they finish, and the failures are reported at the end (an error, so the exit status is not 0).
 
 Model selection never sees the test split: a validation set is carved from the train split (whole movies
 where the cache knows them, else stratified by class; `data.validation_clips`), the epoch with the best
@@ -43,6 +47,7 @@ from avemo.train.heads import APPROACHES, N_CLASSES, EmotionHead, HeadSettings
 LATE_ALPHA = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
 CHOICES = {
     "supervise": ("last", "every"),
+    "late_from": ("mlp", "lstm"),
     "class_weights": ("none", "balanced"),
     "select": ("loss", "accuracy", "last"),
     "feature_norm": ("zscore", "none"),
@@ -58,12 +63,18 @@ class TrainSettings:
     momentum: float = 0.9
     weight_decay: float = 0.0
     clip_grad: float = 0.0  # max gradient norm; 0 = off, as in the paper
-    # last: cross-entropy on each clip's last second (the clip's prediction); every: on every second, each
-    # step predicting its clip's class (paper: the LSTM "predicts the videos emotion class at each time step")
-    supervise: str = "last"
+    # every: cross-entropy on every second, each step predicting its clip's class (paper: "trained end-to-end to
+    # predict the videos emotion class at each time step"); last: on each clip's last second only (the clip's
+    # prediction is its last second either way)
+    supervise: str = "every"
+    # late fusion (eq. 14) mixes "two MLP classifiers" (paper): mlp trains a per-second MLP per modality
+    # (heads.HeadSettings.temporal none) in RUN/late/; lstm mixes the visual-only and audio-only LSTM heads
+    late_from: str = "mlp"
     class_weights: str = "none"  # balanced: weight n / (3·n_class) per clip; off by default, as in the paper
-    validation: float = 0.1  # fraction of the train clips held out for model selection; 0 = keep the last epoch
-    validation_seed: int = 0  # the same held-out clips for every seed and approach (paired comparisons)
+    # fraction of the train clips held out for model selection; 0 = keep the last epoch; None = the split the
+    # cache's extraction left out of fine-tuning (any other is refused), 0.1 for a cache without one
+    validation: float | None = None
+    validation_seed: int | None = None  # the same held-out clips for every seed and approach (paired comparisons)
     # the epoch with the lowest validation loss (smoother than accuracy on a small validation set, where a slow
     # start can leave accuracy flat for many epochs), the best validation accuracy, or the last epoch
     select: str = "loss"
@@ -77,7 +88,7 @@ class TrainSettings:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise AvemoError(f"{name} {getattr(self, name)!r}: must be one of {', '.join(allowed)}")
-        if not 0 <= self.validation < 1:
+        if self.validation is not None and not 0 <= self.validation < 1:
             raise AvemoError(f"validation {self.validation}: must be a fraction in [0, 1)")
 
 
@@ -110,7 +121,9 @@ def train(
     mmap_dir = run / f".features-rank{distributed.rank()}"
     data = load_features(cache, memory, mmap_dir)
     settings = replace(settings, device=device, head=replace(settings.head, feature_dim=data.visual.shape[1]))
-    validation = validation_clips(data, settings.validation, settings.validation_seed)
+    held = validation_clips(data, settings.validation, settings.validation_seed, cache)
+    validation = held.clips
+    settings = replace(settings, validation=held.fraction, validation_seed=held.seed)  # as resolved, in every record
     fitting = _without(data.subset("train"), validation)
     norm = Standardiser.fit(data, settings.feature_norm, fitting)
     norm.normalise_in_place(data)  # once, for every approach: the same clips give the same statistics
@@ -121,42 +134,96 @@ def train(
     if distributed.rank() == 0:
         info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
         info |= {"train_counts": counts, "validation_clips": data.clip_ids[validation.numpy()].tolist()}
+        info |= {"validation": {"fraction": held.fraction, "seed": held.seed, "split": held.line, "note": held.note}}
         write_json(run / "run.json", info)
+    sounding = int(data.has_audio[data.subset("train")].sum())
+    if sounding and not data.has_audio[fitting].any():  # hold_out avoids it; a safety net for foreign splits
+        held = replace(held, note=f"warning: all {sounding} train clips with sound are in the validation split")
+    for line in (held.line, held.note):
+        if line:
+            print(f"{distributed.tag()}{line}")
     print(
-        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation "
-        f"({'by movie' if (data.groups[validation.numpy()] != '').any() else 'stratified'}), "
+        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation, "
         f"{len(data.subset('test'))} test clips (never read for training or selection)"
     )
-    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and "late" in approaches)]
+    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
+    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
+    failures = []
     for size in lstm_sizes:
+        main_row = len(lstm_sizes) == 1 or size == HeadSettings.lstm_hidden
         for seed in seeds:
             probabilities: dict[str, np.ndarray] = {}
             for approach in order:
-                main_row = len(lstm_sizes) == 1 or size == HeadSettings.lstm_hidden
+                if approach == "late" and settings.late_from == "mlp" and not main_row:
+                    continue  # its MLP classifiers have no LSTM: one size is enough
                 folder = approach if main_row else f"{approach}-lstm{size}"
                 out = run / folder / (f"seed-{seed}" if len(seeds) > 1 else "")
-                out.mkdir(parents=True, exist_ok=True)
+                name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
                 head = replace(settings.head, approach=approach, lstm_hidden=size)
                 approach_settings = replace(settings, head=head, seed=seed)
-                if approach == "late":
-                    probs = late_fusion(probabilities["audio"], probabilities["visual"], data.has_audio.numpy())
-                else:
-                    probs = fit(data, approach_settings, out, norm, fitting, validation)
+                try:
+                    if approach == "late":
+                        probs = fit_late(data, approach_settings, out, norm, fitting, validation, probabilities)
+                    else:
+                        probs = fit_and_write(data, approach_settings, out, norm, fitting, validation)
+                except AvemoError as e:
+                    failures.append(f"{name}: {e}")
+                    print(f"{distributed.tag()}{name}: not trained: {e}")
+                    continue
                 probabilities[approach] = probs
-                if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
-                    write_json(out / "settings.json", asdict(approach_settings))
-                    write_predictions(out / "predictions.csv", data, probs)
                 summary = [
                     f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
                     for name, clips in (("validation", validation), ("test", data.subset("test")))
                     if len(clips)
                 ]
-                name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
                 print(f"{distributed.tag()}{name}: {', '.join(summary)}")
     distributed.barrier()
     shutil.rmtree(mmap_dir, ignore_errors=True)
     torch.use_deterministic_algorithms(deterministic_before)
+    if failures:
+        raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
     return run
+
+
+def fit_and_write(
+    data: FeatureSet, settings: TrainSettings, out: Path, norm: Standardiser, fitting: torch.Tensor, validation: torch.Tensor
+) -> np.ndarray:
+    """`fit` one head in `out`, then write its settings.json and predictions.csv; returns its probabilities."""
+    out.mkdir(parents=True, exist_ok=True)
+    probs = fit(data, settings, out, norm, fitting, validation)
+    if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
+        write_json(out / "settings.json", asdict(settings))
+        write_predictions(out / "predictions.csv", data, probs)
+    return probs
+
+
+def fit_late(
+    data: FeatureSet,
+    settings: TrainSettings,
+    out: Path,
+    norm: Standardiser,
+    fitting: torch.Tensor,
+    validation: torch.Tensor,
+    trained: dict[str, np.ndarray],
+) -> np.ndarray:
+    """Late fusion (eq. 14) of a visual and an audio model: the two per-second MLP classifiers trained here in
+    OUT/visual and OUT/audio (`late_from` mlp, the paper's), or the visual-only and audio-only heads already
+    trained in this run (`late_from` lstm)."""
+    parts = {}
+    for modality in ("visual", "audio"):
+        if settings.late_from == "lstm":
+            if modality not in trained:
+                raise AvemoError(f"late fusion needs the {modality}-only head, which could not be trained")
+            parts[modality] = trained[modality]
+        else:
+            head = replace(settings.head, approach=modality, temporal="none")
+            parts[modality] = fit_and_write(data, replace(settings, head=head), out / modality, norm, fitting, validation)
+    probs = late_fusion(parts["audio"], parts["visual"], data.has_audio.numpy())
+    out.mkdir(parents=True, exist_ok=True)
+    if distributed.rank() == 0:
+        write_json(out / "settings.json", asdict(settings))
+        write_predictions(out / "predictions.csv", data, probs)
+    return probs
 
 
 def run_cache(run: Path) -> Path:
@@ -192,6 +259,7 @@ def fit(
     optimizer = make_optimizer(model, settings)
     weights = class_weights(data.labels[clips], settings.class_weights, device)
     record = json.loads(json.dumps(asdict(settings)))
+    del record["late_from"]  # how late fusion mixes models is not a setting of any one model
     progress = {"epoch": 0, "log": [], "best": None, "best_epoch": 0, "stale": 0, "finished": False}
     last = out / "last.pt"
     if last.is_file():
