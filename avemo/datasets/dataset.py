@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from avemo.datasets.manifest import Clip
+from avemo.datasets.manifest import Clip, is_file
 
 
 @dataclass
@@ -23,4 +23,4 @@ class Dataset:
     @property
     def missing(self) -> list[Clip]:
         """Clips whose video file does not exist (empty when files were not checked)."""
-        return [c for c in self.clips if not c.path.is_file()] if self.files_checked else []
+        return [c for c in self.clips if not is_file(c.path)] if self.files_checked else []

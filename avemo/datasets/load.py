@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from avemo.datasets.dataset import Dataset
-from avemo.datasets.manifest import check_column, check_files, check_splits, read_manifest
+from avemo.datasets.manifest import check_column, check_files, check_splits, not_a_file, read_manifest
 from avemo.errors import AvemoError
 
 DATASETS = ("csv", "mediaeval")
@@ -65,5 +65,5 @@ def check_ready(ds: Dataset) -> None:
     missing = ds.missing
     if missing and missing[0].clip_id in ds.listed_at:
         more = f" (and {len(missing) - 1:,} more; `avemo datasets summary` lists them)" if len(missing) > 1 else ""
-        raise AvemoError(f"{ds.listed_at[missing[0].clip_id]}: video file {missing[0].path} does not exist{more}")
+        raise AvemoError(f"{ds.listed_at[missing[0].clip_id]}: video file {missing[0].path} {not_a_file(missing[0].path)}{more}")
     check_files(ds.clips, source)

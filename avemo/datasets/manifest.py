@@ -2,18 +2,24 @@
 
 `path` is relative to the CSV's folder, labels are -1/0/1 (valence may be empty), split is `train` or
 `test`; any other column (e.g. `movie`) is kept as metadata. A clip's id is its path as written in the
-CSV, so two `clip.mp4` in different folders never collide.
+CSV (normalised: `./a.mp4` is `a.mp4`), so two `clip.mp4` in different folders never collide, and one video
+file is one clip: listing it twice, under any spelling or through a link, is refused (`check_unique`).
 """
 
 from __future__ import annotations
 
 import csv
 import difflib
+import io
+import os
+import posixpath
+import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from avemo.datasets.labels import SPLITS
-from avemo.datasets.textfile import label
+from avemo.datasets.textfile import CONTROL, check_length, label, read_text, resolved, shown
 from avemo.errors import AvemoError
 
 REQUIRED_COLUMNS = ("path", "arousal", "valence", "split")
@@ -21,7 +27,7 @@ REQUIRED_COLUMNS = ("path", "arousal", "valence", "split")
 
 @dataclass(frozen=True)
 class Clip:
-    clip_id: str  # the path as written in the manifest (posix), unique
+    clip_id: str  # the path as written in the manifest (posix, normalised: no `./`, `//`, `x/..`), unique
     path: Path  # absolute path of the video file
     arousal: int  # -1 calm, 0 neutral, 1 active
     valence: int | None  # -1 negative, 0 neutral, 1 positive; None when unknown
@@ -35,49 +41,172 @@ def _label(value: str, where: str, column: str, optional: bool = False) -> int |
 
 
 def read_manifest(csv_path: str | Path) -> list[Clip]:
-    """Read and check a manifest; every problem is reported with file and line."""
+    """Read and check a manifest; every problem is reported with file and line (docs/datasets.md).
+
+    Accepted as written by spreadsheets and pandas: a UTF-8 byte-order mark, CRLF/LF/CR line ends, blank
+    lines, spaces around values, column names in any case, unnamed columns (a pandas index; ignored),
+    empty fields at the end of a row (trailing commas), labels written `1.0`, a header separated by tabs
+    or semicolons instead of commas (the whole file then is), and Excel's `sep=;` first line. Refused
+    with the line: a column named twice, a row with more or fewer fields than the header, a quote never
+    closed, a control character in a path, and the same video file listed twice under any spelling
+    (`a.mp4`, `./a.mp4`, `x/../a.mp4`, a symbolic or hard link)."""
     csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise AvemoError(f"{csv_path}: manifest not found")
-    root = csv_path.resolve().parent
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [c.strip() for c in (reader.fieldnames or [])]
-        missing = [c for c in REQUIRED_COLUMNS if c not in header]
-        if missing:
+    text = read_text(csv_path)
+    records = _records(text, csv_path)
+    first = next(records, None)
+    if first is None:
+        raise AvemoError(f"{csv_path}: empty file; expected a header {','.join(REQUIRED_COLUMNS)} and one row per clip")
+    header_line, header = first
+    columns = _columns(header, f"{csv_path}:{header_line}")
+    width = max(columns.values()) + 1  # empty names after the last column (trailing commas) do not count
+    root = resolved(csv_path, str(csv_path)).parent
+    clips: list[Clip] = []
+    listed: list[tuple[Clip, str, str]] = []  # (clip, FILE:LINE, path as written)
+    for line, fields in records:
+        where = f"{csv_path}:{line}"
+        if len(fields) < width or any(f.strip() for f in fields[width:]):
             raise AvemoError(
-                f"{csv_path}:1: missing column(s) {', '.join(missing)}{_misspelt(missing, header)}; "
-                f"need {','.join(REQUIRED_COLUMNS)}"
+                f"{where}: {len(fields)} fields, the header (line {header_line}) has {width}; "
+                "an empty value still needs its comma, and a value holding a comma needs quotes"
             )
-        clips: list[Clip] = []
-        seen: dict[str, tuple[int, str]] = {}
-        for line, row in enumerate(reader, start=2):
-            row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
-            where = f"{csv_path}:{line}"
-            rel = row["path"].replace("\\", "/")
-            if not rel:
-                raise AvemoError(f"{where}: empty path")
-            split = row["split"].lower()
-            if split not in SPLITS:
-                raise AvemoError(f"{where}: split must be 'train' or 'test', got {row['split']!r}")
-            if rel in seen:
-                first, first_split = seen[rel]
-                both = f" (listed in both splits: {first_split} there, {split} here)" if first_split != split else ""
-                raise AvemoError(f"{where}: clip {rel!r} already listed on line {first}{both}")
-            seen[rel] = (line, split)
-            clips.append(
-                Clip(
-                    clip_id=rel,
-                    path=(root / rel).resolve(),
-                    arousal=_label(row["arousal"], where, "arousal"),
-                    valence=_label(row["valence"], where, "valence", optional=True),
-                    split=split,
-                    meta={k: v for k, v in row.items() if k not in REQUIRED_COLUMNS},
-                )
-            )
+        row = {name: fields[i].strip() for name, i in columns.items()}
+        raw = row["path"]
+        rel = _manifest_path(raw, where)
+        split = row["split"].lower()
+        if split not in SPLITS:
+            raise AvemoError(f"{where}: split must be 'train' or 'test', got {shown(row['split'])}")
+        path = resolved(root / raw.replace("\\", "/"), where)  # as written: `link/..` is no lexical `..`
+        clip = Clip(
+            clip_id=rel,
+            path=path,
+            arousal=_label(row["arousal"], where, "arousal"),
+            valence=_label(row["valence"], where, "valence", optional=True),
+            split=split,
+            meta={k: v for k, v in row.items() if k not in REQUIRED_COLUMNS},
+        )
+        clips.append(clip)
+        listed.append((clip, where, raw))
     if not clips:
         raise AvemoError(f"{csv_path}: no clips listed")
+    check_unique(listed)
     return clips
+
+
+def _records(text: str, path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(first line, fields) of each non-blank CSV record; the delimiter is the header's (`,`, else tab, else `;`).
+
+    A first line `sep=;` (written by Excel) names the delimiter and is skipped."""
+    lines = re.split(r"\r\n|\r|\n", text)
+    number, header = next(((n, line) for n, line in enumerate(lines) if line.strip()), (0, ""))
+    excel = re.fullmatch(r"\s*sep=([,;\t|:])\s*", header, flags=re.IGNORECASE)
+    if excel:
+        header = lines[number + 1] if number + 1 < len(lines) else ""
+    delimiter = excel.group(1) if excel else next((d for d in (",", "\t", ";") if d in header), ",")
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    end = 0
+    if excel:
+        while end <= number:  # the blank lines before it, and the sep= line
+            next(reader)
+            end = reader.line_num
+    while True:
+        try:
+            fields = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            problem = str(e)
+            if "field larger than field limit" in problem:
+                problem = f"a field longer than {csv.field_size_limit():,} characters; is this the right file?"
+            elif "expected after" in problem or "end of data" in problem or "new-line character" in problem:
+                problem = f"badly quoted field ({problem}); close every quote, and double a quote inside a quoted field"
+            raise AvemoError(f"{path}:{end + 1}: {problem}") from None
+        start, end = end + 1, reader.line_num
+        if any(f.strip() for f in fields):
+            yield start, fields
+
+
+def _columns(header: list[str], where: str) -> dict[str, int]:
+    """Column name → index; required names in any case, unnamed columns ignored, a name used twice refused."""
+    names = [h.strip() for h in header]
+    keys = [n.casefold() for n in names]
+    for i, key in enumerate(keys):
+        if CONTROL.search(names[i]):
+            raise AvemoError(f"{where}: column name {shown(names[i])} holds a control character")
+        if key and key in keys[:i]:
+            j = keys.index(key)
+            same = "" if names[i] == names[j] else f" (as {names[j]!r} and {names[i]!r})"
+            raise AvemoError(
+                f"{where}: column {shown(names[i])} appears twice{same}, columns {j + 1} and {i + 1}; "
+                "which one holds the values is unknown: rename or delete one"
+            )
+    missing = [c for c in REQUIRED_COLUMNS if c not in keys]
+    if missing:
+        raise AvemoError(
+            f"{where}: missing column(s) {', '.join(missing)}{_misspelt(missing, names)}; need {','.join(REQUIRED_COLUMNS)}"
+        )
+    return {(key if key in REQUIRED_COLUMNS else names[i]): i for i, key in enumerate(keys) if key}
+
+
+def _manifest_path(value: str, where: str) -> str:
+    """The clip id: the path as written, `\\` as `/`, normalised (`./a.mp4`, `x//a.mp4` → `a.mp4`, `x/a.mp4`).
+
+    Relative to the CSV's folder, which it may leave (`../videos/a.mp4`); an absolute path is kept."""
+    rel = value.replace("\\", "/")
+    if not rel:
+        raise AvemoError(f"{where}: empty path")
+    if CONTROL.search(rel):
+        raise AvemoError(f"{where}: path {shown(rel)} holds a control character; a path is one line of text")
+    norm = posixpath.normpath(rel)
+    if norm in (".", "..", "/") or norm.endswith("/..") or rel.endswith("/"):
+        raise AvemoError(f"{where}: path {shown(rel)} names a folder, not a video file")
+    check_length(norm, where, "path")
+    return norm
+
+
+def check_unique(listed: Iterable[tuple[Clip, str, str]]) -> None:
+    """Refuse a video file listed twice, under any spelling, and two files under one clip id.
+
+    `listed` holds each clip with the FILE:LINE that lists it and its name as written there. A file is
+    known by its (device, inode) when it exists (so symbolic and hard links to one file are one file),
+    else by its resolved path."""
+    by_file: dict[object, tuple[Clip, str, str]] = {}
+    by_id: dict[str, tuple[Clip, str, str]] = {}
+    for clip, where, name in listed:
+        key = _file_key(clip.path)
+        if key in by_file:
+            first, first_where, first_name = by_file[key]
+            split = f" (listed in both splits: {first.split} there, {clip.split} here)" if first.split != clip.split else ""
+            same = "already listed" if name == first_name else f"is the same video file as {shown(first_name)}, already listed"
+            raise AvemoError(f"{where}: clip {shown(name)} {same} {_at(first_where, where)}{split}; list each video once")
+        if clip.clip_id in by_id:
+            first, first_where, _ = by_id[clip.clip_id]
+            raise AvemoError(
+                f"{where}: clip id {shown(clip.clip_id)} (file {clip.path}) is already the id of another file ({first.path}) "
+                f"{_at(first_where, where)}; two clips need two ids: write the paths without '..', or use one folder"
+            )
+        by_file[key] = by_id[clip.clip_id] = (clip, where, name)
+
+
+def _file_key(path: Path) -> tuple:
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return ("path", str(path))
+    return ("file", st.st_dev, st.st_ino) if st.st_ino else ("path", str(path))
+
+
+def _at(first: str, where: str) -> str:
+    """'on line 2' when both FILE:LINE are in one file, else 'at FILE:LINE'."""
+    file, _, line = first.rpartition(":")
+    return f"on line {line}" if file and file == where.rpartition(":")[0] else f"at {first}"
+
+
+def is_file(path: Path) -> bool:
+    """Path.is_file, with False (not an exception) for a name the file system refuses."""
+    try:
+        return path.is_file()
+    except (OSError, ValueError):
+        return False
 
 
 def _misspelt(missing: list[str], header: list[str]) -> str:
@@ -105,10 +234,18 @@ def check_column(clips: list[Clip], column: str, source: str | Path) -> None:
 
 def check_files(clips: list[Clip], manifest: str | Path) -> None:
     """Refuse to start when listed files are missing, instead of failing hours later."""
-    missing = [c for c in clips if not c.path.is_file()]
+    missing = [c for c in clips if not is_file(c.path)]
     if missing:
         more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise AvemoError(f"{manifest}: video file {missing[0].path} does not exist{more}")
+        raise AvemoError(f"{manifest}: video file {missing[0].path} {not_a_file(missing[0].path)}{more}")
+
+
+def not_a_file(path: Path) -> str:
+    """Why `path` is no video file: 'does not exist', 'is a folder', 'is not a regular file'."""
+    try:
+        return "is a folder" if path.is_dir() else "is not a regular file" if path.exists() else "does not exist"
+    except (OSError, ValueError):
+        return "cannot be read"
 
 
 def write_manifest(csv_path: str | Path, rows: list[dict[str, object]]) -> None:

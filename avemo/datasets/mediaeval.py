@@ -23,13 +23,25 @@ shot ids of the mapping are a third numbering.
 
 from __future__ import annotations
 
+import filecmp
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
 from avemo.datasets.dataset import Dataset
-from avemo.datasets.manifest import Clip
-from avemo.datasets.textfile import clip_name, label, read_table, rows, shot_id
+from avemo.datasets.manifest import Clip, check_unique
+from avemo.datasets.textfile import (
+    check_length,
+    clip_name,
+    label,
+    read_bytes,
+    read_table,
+    relative_name,
+    resolved,
+    rows,
+    shot_id,
+    shown,
+)
 from avemo.errors import AvemoError
 
 SOURCES = ("ACCEDE", "MEDIAEVAL")
@@ -48,20 +60,48 @@ class _Labels:
     where: str  # FILE:LINE of the affect row
 
 
+NAMES = "the release's data/ folder"
+
+
 def find(root: Path, file_name: str) -> Path | None:
-    """`file_name` in DIR, DIR/annotations, or a folder one level below DIR (and its annotations/)."""
+    """`file_name` in DIR, DIR/annotations, or a folder one level below DIR (and its annotations/).
+
+    The first entry of that name is returned even when it is no file (a folder, a pipe), so that reading
+    it says so instead of "not found". Two copies are fine when they hold the same bytes (the zips
+    unpacked twice); two different files of one name are refused, since which one holds the right
+    annotations is unknown."""
     folders = [root, root / "annotations"]
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and p.name not in ("data", "annotations")):
-        folders += [sub, sub / "annotations"]
-    return next((f / file_name for f in folders if (f / file_name).is_file()), None)
+    for sub in _listdir(root):
+        if sub.is_dir() and sub.name not in ("data", "annotations"):
+            folders += [sub, sub / "annotations"]
+    found = [f / file_name for f in folders if (f / file_name).exists()]
+    for other in found[1:]:
+        if not _same_bytes(found[0], other):
+            raise AvemoError(f"{root}: two different {file_name}: {found[0]} and {other}; remove or rename one")
+    return found[0] if found else None
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def _listdir(folder: Path) -> list[Path]:
+    try:
+        return sorted(folder.iterdir())
+    except OSError as e:
+        raise AvemoError(f"{folder}: cannot list the folder ({e.strerror or e})") from None
 
 
 def video_index(root: Path) -> dict[str, Path]:
     """File name → path for every file in DIR/data and DIR/*/data (first found wins)."""
     index: dict[str, Path] = {}
-    for folder in [root / "data", *sorted(root.glob("*/data"))]:
+    subs = [sub for sub in _listdir(root) if sub.is_dir() and not sub.name.startswith(".")]
+    for folder in [root / "data", *(sub / "data" for sub in subs)]:
         if folder.is_dir():
-            for path in sorted(folder.iterdir()):
+            for path in _listdir(folder):
                 index.setdefault(path.name, path)
     return index
 
@@ -71,11 +111,11 @@ def read_affect(path: Path, source: str, into: dict[str, _Labels]) -> None:
     ids: dict[str, int] = {}
     for line, row in read_table(path, AFFECT_COLUMNS):
         where = f"{path}:{line}"
-        name = clip_name(row["name"])
+        name = relative_name(row["name"], where, "name", NAMES, clip=True)
         if name in into:
-            raise AvemoError(f"{where}: duplicate clip {name!r}, already labelled at {into[name].where}")
+            raise AvemoError(f"{where}: duplicate clip {shown(name)}, already labelled at {into[name].where}")
         if row["id"] in ids:
-            raise AvemoError(f"{where}: duplicate id {row['id']!r}, already used on line {ids[row['id']]}")
+            raise AvemoError(f"{where}: duplicate id {shown(row['id'])}, already used on line {ids[row['id']]}")
         ids[row["id"]] = line
         into[name] = _Labels(
             source,
@@ -84,19 +124,22 @@ def read_affect(path: Path, source: str, into: dict[str, _Labels]) -> None:
             arousal=label(row["arousalClass"], where, "arousalClass"),
             where=where,
         )
+    if not ids:
+        raise AvemoError(f"{path}: no clips listed (a header and no rows)")
 
 
 def read_mapping(path: Path) -> list[tuple[str, str, str]]:
     """(shot id, clip name, FILE:LINE) of a shots-*-nl.txt file; duplicates are errors."""
     out, shots, names = [], {}, {}
-    for line, fields in rows(path, sep=None):
+    for line, fields in rows(path, sep="auto"):
         where = f"{path}:{line}"
         if len(fields) != 2:
             raise AvemoError(f"{where}: {len(fields)} fields, expected 2 (shot id, clip file name)")
-        shot, name = shot_id(fields[0]), clip_name(fields[1])
+        check_length(fields[0], where, "shot id")
+        shot, name = shot_id(fields[0]), relative_name(fields[1], where, "clip name", NAMES, clip=True)
         for key, seen, what in ((shot, shots, "shot id"), (name, names, "clip")):
             if key in seen:
-                raise AvemoError(f"{where}: duplicate {what} {key!r}, first on line {seen[key]}")
+                raise AvemoError(f"{where}: duplicate {what} {shown(key)}, first on line {seen[key]}")
             seen[key] = line
         out.append((shot, name, where))
     if not out:
@@ -109,24 +152,26 @@ def read_sets(path: Path) -> list[tuple[str, str, str]]:
     out, names = [], {}
     for line, row in read_table(path, SETS_COLUMNS):
         where = f"{path}:{line}"
-        name = clip_name(row["name"])
+        name = relative_name(row["name"], where, "name", NAMES, clip=True)
         if name in names:
-            raise AvemoError(f"{where}: duplicate clip {name!r}, first on line {names[name]}")
+            raise AvemoError(f"{where}: duplicate clip {shown(name)}, first on line {names[name]}")
         names[name] = line
         if row["set"] not in SET_SPLITS:
-            raise AvemoError(f"{where}: set must be 1 (learning), 2 (validation) or 0 (test), got {row['set']!r}")
+            raise AvemoError(f"{where}: set must be 1 (learning), 2 (validation) or 0 (test), got {shown(row['set'])}")
         out.append((name, row["set"], where))
+    if not out:
+        raise AvemoError(f"{path}: no clips listed (a header and no rows)")
     return out
 
 
 def read_movies(path: Path) -> dict[str, str]:
     """Clip name → movie from a description XML (`<media><name>…</name><movie>…</movie></media>`)."""
     try:
-        tree = ET.parse(path)
+        tree = ET.fromstring(read_bytes(path))
     except ET.ParseError as e:
         raise AvemoError(f"{path}:{e.position[0]}: not well-formed XML ({e})") from None
     movies = {}
-    for n, media in enumerate(tree.getroot().iter("media"), start=1):
+    for n, media in enumerate(tree.iter("media"), start=1):
         name, movie = media.findtext("name"), media.findtext("movie")
         if not name or not name.strip():
             raise AvemoError(f"{path}: <media> number {n} has no <name>")
@@ -139,7 +184,8 @@ def load_mediaeval(root: str | Path) -> Dataset:
     """Read the release under `root` and check it; see the module docstring for the files and rules."""
     root = Path(root)
     if not root.is_dir():
-        raise AvemoError(f"{root}: not a folder; --root is the folder the MediaEval 2015 zips were unpacked into")
+        problem = "not a folder" if root.exists() else "does not exist"
+        raise AvemoError(f"{root}: {problem}; --root is the folder the MediaEval 2015 zips were unpacked into")
     notes: list[str] = []
     labels: dict[str, _Labels] = {}
     for source in SOURCES:
@@ -185,7 +231,7 @@ def load_mediaeval(root: str | Path) -> Dataset:
             unsplit = next((lab for n, lab in labels.items() if lab.source == source and n not in assigned), None)
             if unsplit:
                 name = next(n for n, lab in labels.items() if lab is unsplit)
-                raise AvemoError(f"{unsplit.where}: clip {name!r} is not in {path}; every labelled clip needs a set")
+                raise AvemoError(f"{unsplit.where}: clip {shown(name)} is not in {path}; every labelled clip needs a set")
 
     movies: dict[str, str] = {}
     for source in sorted({lab.source for lab in labels.values()}):
@@ -196,33 +242,34 @@ def load_mediaeval(root: str | Path) -> Dataset:
             notes.append(f"no {source}description.xml: {source} clips have no movie")
 
     videos = video_index(root)
-    clips, listed_at = [], {}
+    clips, listed, listed_at = [], [], {}
     for name, (split, meta, where) in assigned.items():
         lab = labels[name]
         path = videos.get(name, root / "data" / name)
         meta = {"source": lab.source, "id": lab.id, **meta}
         if name in movies:
             meta["movie"] = movies[name]
-        listed_at[path.relative_to(root).as_posix()] = where
-        clips.append(
-            Clip(
-                clip_id=path.relative_to(root).as_posix(),
-                path=path.resolve(),
-                arousal=lab.arousal,
-                valence=lab.valence,
-                split=split,
-                meta=meta,
-            )
+        clip = Clip(
+            clip_id=path.relative_to(root).as_posix(),
+            path=resolved(path, where),
+            arousal=lab.arousal,
+            valence=lab.valence,
+            split=split,
+            meta=meta,
         )
+        listed_at[clip.clip_id] = where
+        clips.append(clip)
+        listed.append((clip, where, name))
+    check_unique(listed)
     return Dataset(str(root), clips, notes, listed_at=listed_at)
 
 
 def _assign(assigned: dict, labels: dict[str, _Labels], name: str, split: str, meta: dict[str, str], where: str) -> None:
     if name not in labels:
-        raise AvemoError(f"{where}: clip {name!r} has no labels in ACCEDEaffect.txt / MEDIAEVALaffect.txt")
+        raise AvemoError(f"{where}: clip {shown(name)} has no labels in ACCEDEaffect.txt / MEDIAEVALaffect.txt")
     if name in assigned:
         other_split, _, other = assigned[name]
         if other_split != split:
-            raise AvemoError(f"{where}: clip {name!r} is listed in both splits ({other_split} at {other}, {split} here)")
-        raise AvemoError(f"{where}: duplicate clip {name!r}, first at {other}")
+            raise AvemoError(f"{where}: clip {shown(name)} is listed in both splits ({other_split} at {other}, {split} here)")
+        raise AvemoError(f"{where}: duplicate clip {shown(name)}, first at {other}")
     assigned[name] = (split, meta, where)
