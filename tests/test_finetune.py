@@ -145,8 +145,9 @@ def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tune
         )
     # the tuned weights depend on every train clip: a train clip added later is refused before tuning
     more = manifest(videos, "more.csv", train=[*TRAIN, ("u1", 0)])
-    with pytest.raises(AvemoError, match="made with finetune_train="):
+    with pytest.raises(AvemoError, match="the manifest adds train clip v/u1.mp4, .*nothing was decoded"):
         extract(more, cache, TINY)
+    assert "v/u1.mp4" not in ShardStore(cache / "media", "media").completed_clips()  # refused before decoding
 
 
 def test_mode_all_tunes_every_layer(videos, tmp_path):

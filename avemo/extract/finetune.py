@@ -43,7 +43,7 @@ from avemo import distributed
 from avemo.atomic import save_torch, write_json
 from avemo.cache import ShardStore
 from avemo.cache.images import read_images
-from avemo.cache.store import read_shard_index
+from avemo.cache.store import read_shard_index, writable_folder
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
@@ -110,9 +110,10 @@ def _canonical(keys: list[tuple[str, int]]) -> np.ndarray:
     return np.array(sorted(range(len(keys)), key=keys.__getitem__), dtype=np.int64)
 
 
-def validation_split(media: ShardStore, settings: FinetuneSettings) -> HeldOut:
-    """The train clips of the media cache that fine-tuning leaves out for the trainer's epoch selection."""
-    index = media.read_index()
+def validation_split(media: ShardStore | dict[str, np.ndarray], settings: FinetuneSettings) -> HeldOut:
+    """The train clips of the media cache (or of an index like `media.read_index()`'s) that fine-tuning leaves
+    out for the trainer's epoch selection."""
+    index = media.read_index() if isinstance(media, ShardStore) else media
     train = index["split"] == "train"
     return hold_out(
         [str(c) for c in index["clip_id"][train]],
@@ -124,11 +125,12 @@ def validation_split(media: ShardStore, settings: FinetuneSettings) -> HeldOut:
     )
 
 
-def train_split_record(media: ShardStore, exclude: frozenset[str] = frozenset()) -> dict:
+def train_split_record(media: ShardStore | dict[str, np.ndarray], exclude: frozenset[str] = frozenset()) -> dict:
     """Identity of the train split: the clips that tune (all but the validation clips in `exclude`; tuned
     weights, and so all features, depend on them) and the held-out ones, so that any train clip added later
-    changes it (without held-out clips, the record of caches made before validation splits)."""
-    index = media.read_index()
+    changes it (without held-out clips, the record of caches made before validation splits). `media`: the
+    media store, or an index like its `read_index()` (clip_id, arousal, n_seconds, has_audio, split)."""
+    index = media.read_index() if isinstance(media, ShardStore) else media
     train = sorted(
         (str(c), int(a), int(n), int(h))
         for c, a, n, h, s in zip(index["clip_id"], index["arousal"], index["n_seconds"], index["has_audio"], index["split"])
@@ -146,6 +148,7 @@ def export_pool5(
     """pool5 of every image, once: one pool5 shard per media shard, resumable like the other stores."""
     pool5.remove_partial_shards()
     done = pool5.completed_clips()
+    media.verify()  # every shard checked (sha256, index) before its images are used
     model = Fc7(alexnet, spectrogram_input).to(device, memory_format=torch.channels_last)
     pending = [(e, p) for e, p in distributed.my_share(media.shards()) if not set(e["clips"]) <= done]
     started, n_seconds = time.perf_counter(), 0
@@ -165,9 +168,10 @@ def export_pool5(
 
 
 def pool5_shard_for(pool5: ShardStore, clips: list[str]) -> Path:
-    """The pool5 shard made from the media shard holding exactly `clips`."""
+    """The pool5 shard made from the media shard holding exactly `clips`, checked before it is used."""
     for entry, path in pool5.shards():
         if entry["clips"] == clips:
+            pool5.verify([(entry, path)])
             return path
     raise AvemoError(f"{pool5.folder}: no pool5 shard for clips {clips[0]}…; delete {pool5.folder} and run again")
 
@@ -262,6 +266,7 @@ def finetune(
         alexnet = copy.deepcopy(base)
         alexnet.classifier[6] = torch.nn.Linear(FC7_DIM, N_CLASSES)
         alexnet.to(device, memory_format=torch.channels_last)
+        media.verify()
         if settings.mode == "fc":
             pool5_rows, labels, keys = [], [], []
             for entry, _ in media.shards():
@@ -310,28 +315,44 @@ def tuned_models(
     device: str,
     spectrogram_input: str = "resize",
     exclude: frozenset[str] = frozenset(),
+    expected: dict[str, str] | None = None,
 ) -> dict[str, tuple[torch.nn.Module, str]]:
     """Per modality, the tuned AlexNet and its weights sha256: reused from CACHE/models when it was tuned with
     the same `record` (settings, train split and validation clips), else tuned now (the validation clips in
-    `exclude` left out) and saved there."""
-    folder = cache / "models"
-    folder.mkdir(parents=True, exist_ok=True)
+    `exclude` left out) and saved there. `expected`: the hashes recorded with existing features (tuning is
+    deterministic): a re-tuned model that differs is refused before it is saved."""
+    folder = writable_folder(cache / "models")
     record = json.loads(json.dumps(record))
     manifest_path = folder / "manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    try:
+        manifest = json.loads(manifest_path.read_bytes()) if manifest_path.is_file() else {}
+    except (OSError, ValueError):
+        manifest = {}  # unreadable: the models are checked by their hashes and tuned again where they differ
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        manifest = {}
     if manifest.get("settings") != record:
         manifest = {"schema_version": 1, "kind": "models", "settings": record, "models": {}}
     out = {}
     for modality in MODALITIES:
         path, known = folder / f"{modality}.pt", manifest["models"].get(modality)
-        if known and path.is_file():
-            model = build_alexnet(str(path))
-            if weights_sha256(model) == known["sha256"]:
+        if isinstance(known, dict) and path.is_file() and not path.is_symlink():
+            try:
+                model = build_alexnet(str(path))
+            except AvemoError:
+                model = None  # not a loadable state dict any more: tuned again
+            if model is not None and weights_sha256(model) == known.get("sha256"):
                 print(f"fine-tune {modality}: reusing {path} (same settings and train split)")
                 out[modality] = (model, known["sha256"])
                 continue
         model, stats = finetune(base, modality, media, pool5, settings, device, spectrogram_input, exclude)
         sha = weights_sha256(model)
+        if expected and expected.get(modality) not in (None, sha):
+            features = cache / "features"
+            raise AvemoError(
+                f"{path}: tuning again gave other weights than those that made {features} (tuned_sha256 "
+                f"{expected[modality][:12]}…, now {sha[:12]}…; another machine or library version?); delete {features} to "
+                "tune again and export new features (decoded media and pool5 are reused)"
+            )
         manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
         if distributed.rank() == 0:  # every rank holds the same weights (DDP); one writes them
             save_torch(model.state_dict(), path)

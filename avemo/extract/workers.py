@@ -1,15 +1,22 @@
 """Decoding clips for the media cache in worker processes.
 
 This module imports no torch: spawned workers start in a fraction of a second instead of loading torch
-and torchvision in every process.
+and torchvision in every process. A worker ends when the process that started it dies (killed, crashed):
+the kernel sends it SIGKILL (Linux: PR_SET_PDEATHSIG), and a watchdog thread checks its parent elsewhere; so
+no decoder, and then no multiprocessing resource tracker, outlives a `kill -9` of `avemo extract`.
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -52,6 +59,28 @@ def decode_for_cache(job: tuple[str, DecodeSettings]) -> EncodedClip | str:
     )
 
 
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent: int) -> None:
+    """Worker initializer: end this process when `parent` (the process that spawned it) is gone."""
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # it died before prctl took effect
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="avemo-parent-watch", daemon=True).start()
+
+
 def in_order(function: Callable, jobs: list, workers: int) -> Iterator:
     """function(job) for each job, in order, computed by `workers` spawned processes (0: one per CPU).
 
@@ -61,7 +90,8 @@ def in_order(function: Callable, jobs: list, workers: int) -> Iterator:
         yield from map(function, jobs)
         return
     spawn = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
-    with concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn) as pool:
+    pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=die_with_parent, initargs=(os.getpid(),))
+    with pool:
         pending: collections.deque = collections.deque()
         for job in jobs:
             pending.append(pool.submit(function, job))
