@@ -10,13 +10,25 @@ from avemo.errors import AvemoError
 
 
 class _Group(click.Group):
-    """Turns the errors a user can cause into one line (`Error: ...`, exit status 1), never a traceback."""
+    """Turns the errors a user can cause into one line (`Error: ...`, exit status 1), never a traceback: our
+    AvemoError, and as a safety net any OSError (a full disk, a read-only folder, a missing permission), named
+    by its file and the system's reason."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except AvemoError as e:
             raise click.ClickException(str(e)) from None
+        except OSError as e:
+            raise click.ClickException(_os_error(e)) from None
+
+
+def _os_error(e: OSError) -> str:
+    """'FILE: reason (what to check)' for an OSError."""
+    reason = e.strerror or (str(e).strip().splitlines() or [type(e).__name__])[0]
+    where = f"{e.filename}" + (f" → {e.filename2}" if e.filename2 else "") if e.filename else ""
+    check = "check the path, its permissions and the free disk space"
+    return f"{where}: {reason} ({check})" if where else f"{reason} ({type(e).__name__}; {check})"
 
 
 @click.group(cls=_Group)
@@ -40,16 +52,14 @@ def sample(out: Path, clips: int, seed: int) -> None:
 def _dataset_options(command):
     """The ways to name a dataset (docs/datasets.md): --manifest, --dataset mediaeval --root, or --list."""
     options = [
-        click.option("--manifest", type=click.Path(dir_okay=False, path_type=Path), help="CSV manifest."),
+        click.option("--manifest", type=click.Path(path_type=Path), help="CSV manifest."),
         click.option(
             "--dataset", type=click.Choice(["csv", "mediaeval"]), help="mediaeval: the MediaEval 2015 release in --root."
         ),
-        click.option("--root", type=click.Path(file_okay=False, path_type=Path), help="Folder of the MediaEval 2015 release."),
+        click.option("--root", type=click.Path(path_type=Path), help="Folder of the MediaEval 2015 release."),
         click.option("--list", "lists", multiple=True, help="List file (SHOT_id valence arousal); train=FILE / test=FILE."),
-        click.option("--videos", type=click.Path(file_okay=False, path_type=Path), help="With --list: folder of <id>.mp4."),
-        click.option(
-            "--map", "maps", multiple=True, type=click.Path(dir_okay=False, path_type=Path), help="With --list: id→file map."
-        ),
+        click.option("--videos", type=click.Path(path_type=Path), help="With --list: folder of <id>.mp4."),
+        click.option("--map", "maps", multiple=True, type=click.Path(path_type=Path), help="With --list: id→file map."),
     ]
     for option in reversed(options):
         command = option(command)
@@ -399,8 +409,11 @@ def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, ou
 
     A file that cannot be used gets one `Error:` line on stderr; the others still come out, and the exit
     status is 1 if any failed."""
+    from avemo.atomic import check_writable, write_text
     from avemo.predict import predict_videos, to_csv, to_json
 
+    if output is not None:
+        check_writable(output)  # before any decoding: all the work would be lost at the end
     result = predict_videos(
         run_dir,
         list(videos),
@@ -412,7 +425,7 @@ def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, ou
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text)
+        write_text(output, text)
         click.echo(f"predict: {len(result.videos)} videos → {output}", err=True)
     if result.failed:
         raise click.exceptions.Exit(1)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avemo.atomic import load_torch
 from avemo.cache import ShardStore
 from avemo.cache.images import decode_block
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
@@ -54,9 +55,9 @@ from avemo.extract.alexnet import (
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.spectrogram import SpectrogramSettings
 from avemo.extract.workers import decode_for_cache
-from avemo.train.data import Standardiser
+from avemo.train.data import Standardiser, cache_identity
 from avemo.train.heads import load_head
-from avemo.train.trainer import late_fusion, run_cache
+from avemo.train.trainer import late_fusion, run_info
 
 MODALITIES = ("visual", "audio")
 
@@ -87,8 +88,13 @@ class Head:
         self.model, saved = load_head(path)
         self.model.to(device).eval()
         norm = saved.get("norm")
-        self.norm = Standardiser(None if norm is None else {k: v.to(device) for k, v in norm.items()})
+        try:
+            self.norm = Standardiser(None if norm is None else {k: v.to(device) for k, v in norm.items()})
+        except (AttributeError, TypeError):
+            raise AvemoError(f"{path}: its feature statistics are unreadable; delete {path.parent} and train again") from None
         self.device = device
+        self.path = path
+        self.cache_sha256 = saved.get("cache_sha256")  # the features it was trained on (None: an older avemo)
 
     @torch.inference_mode()
     def per_second(self, visual: np.ndarray, audio: np.ndarray, has_audio: bool) -> np.ndarray:
@@ -123,8 +129,13 @@ class Predictor:
         self.approach = approach
         self.batch_size = batch_size
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        cache = run_cache(self.run)
+        info = run_info(self.run)
+        cache = Path(info["cache"])
+        from avemo.cache import check_cache  # busy or unfinished caches are refused
+
+        check_cache(cache, "predict")
         self.heads = [Head(path, self.device) for path in head_paths(self.run, approach)]
+        _check_features_unchanged(self.run, cache, info, self.heads)
         self.decode = decode_settings(cache)
         features = ShardStore(cache / "features", "features").settings
         if not features:
@@ -181,6 +192,22 @@ def _native_stderr_silenced() -> Iterator[None]:
             os.close(saved)
 
 
+def _check_features_unchanged(run: Path, cache: Path, info: dict, heads: list[Head]) -> None:
+    """Refuse a cache whose features are no longer those the run (and each head) was trained on: their
+    z-score statistics and AlexNets would not match, and every prediction would quietly be off."""
+    if not (cache / "features").is_dir():
+        raise AvemoError(f"{cache / 'features'}: not found; the cache {run} was trained on is gone (see {run}/run.json)")
+    identity = cache_identity(cache)
+    recorded = [(run / "run.json", info.get("cache_sha256"))] + [(h.path, h.cache_sha256) for h in heads]
+    for path, sha in recorded:
+        if sha is not None and sha != identity:
+            raise AvemoError(
+                f"{path}: trained on features {sha[:12]}, but {cache / 'features'} now holds {identity[:12]} (extracted "
+                f"again?); predictions would not be the model's: train again on it (another --run), or predict with a "
+                "run of this cache"
+            )
+
+
 def decode_settings(cache: Path) -> DecodeSettings:
     """The media cache's decoding settings as a DecodeSettings."""
     settings = ShardStore(cache / "media", "media").settings
@@ -201,15 +228,22 @@ def decode_settings(cache: Path) -> DecodeSettings:
 def joint_alexnets(folder: Path) -> tuple[dict[str, torch.nn.Module], str]:
     """The AlexNets of a joint pass (`RUN/joint/{visual,audio}.pt`, checked against the hashes in its
     model.pt) and the layers it tuned (fc or all)."""
-    saved = torch.load(folder / "model.pt", map_location="cpu", weights_only=True)
+    remedy = f"delete {folder} and run the joint pass again (`avemo train --joint`)"
+    saved = load_torch(folder / "model.pt", remedy)
     out = {}
-    for modality in MODALITIES:
-        entry = saved["alexnets"][modality]
-        model = build_alexnet(str(folder / entry["file"]))
-        if weights_sha256(model) != entry["sha256"]:
-            raise AvemoError(f"{folder / entry['file']}: not the AlexNet this joint pass saved; train it again")
+    try:
+        entries = {m: (str(saved["alexnets"][m]["file"]), saved["alexnets"][m]["sha256"]) for m in MODALITIES}
+        layers = saved["joint"]["layers"]
+    except (KeyError, TypeError):
+        raise AvemoError(f"{folder / 'model.pt'}: not a joint pass's model.pt; {remedy}") from None
+    for modality, (file, sha) in entries.items():
+        if Path(file).name != file:
+            raise AvemoError(f"{folder / 'model.pt'}: names an AlexNet outside its folder ({file!r}); {remedy}")
+        model = build_alexnet(str(folder / file))
+        if weights_sha256(model) != sha:
+            raise AvemoError(f"{folder / file}: not the AlexNet this joint pass saved; train it again")
         out[modality] = model
-    return out, saved["joint"]["layers"]
+    return out, layers
 
 
 def predict_videos(

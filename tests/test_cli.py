@@ -42,7 +42,7 @@ def test_extract_train_evaluate_on_the_sample_corpus(tmp_path, sample_corpus):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["extract", "--manifest", "{tmp}/none.csv", "--cache", "{tmp}/c"], "none.csv: manifest not found"),
+        (["extract", "--manifest", "{tmp}/none.csv", "--cache", "{tmp}/c"], "none.csv: file not found"),
         (["extract", "--manifest", "{tmp}/bad.csv", "--cache", "{tmp}/c"], "bad.csv:2: arousal must be -1, 0 or 1"),
         (["extract", "--manifest", "{tmp}/ok.csv", "--cache", "{tmp}/c"], "x.mp4 does not exist"),
         (["extract", "--manifest", "{tmp}/ok.csv", "--cache", "{tmp}/c", "--weights", "{tmp}/w.pt"], "--weights"),

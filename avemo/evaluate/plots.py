@@ -1,10 +1,12 @@
 """PNG figures of a run: one confusion matrix per prediction set, and the paper's Fig. 2 when the run holds it.
 
-matplotlib with the Agg backend (files only, no display).
+matplotlib with the Agg backend (files only, no display). Each PNG is rendered in memory and written by
+avemo.atomic (whole or not at all, never through a symbolic link).
 """
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import matplotlib
@@ -12,6 +14,16 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402 - the backend is chosen first
 import numpy as np  # noqa: E402
+
+from avemo.atomic import write_bytes  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    write_bytes(path, buffer.getvalue())
+    return path
 
 
 def confusion_png(path: Path, matrix: np.ndarray, class_names: tuple[str, ...], title: str, subtitle: str) -> Path:
@@ -36,9 +48,7 @@ def confusion_png(path: Path, matrix: np.ndarray, class_names: tuple[str, ...], 
     ax.set_title(subtitle, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="% of the true class's clips")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def lstm_sweep_png(path: Path, points: list[tuple[int, list[float]]], majority: float, task: str = "arousal") -> Path:
@@ -61,6 +71,4 @@ def lstm_sweep_png(path: Path, points: list[tuple[int, list[float]]], majority: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=9)
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

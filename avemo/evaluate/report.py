@@ -23,22 +23,24 @@ Writes, in RUN:
                                   `ACCEDE00001 1` (clip = file name without extension, or the whole id
                                   without extension when two test clips share a file name; class -1/0/1)
 
-and prints the table, the file paths and the plot paths.
+and prints the table, the file paths and the plot paths. Every file is written atomically and never through a
+symbolic link (avemo.atomic): a run folder from someone else cannot make evaluate overwrite another file.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import io
 from collections import defaultdict
 from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from avemo.atomic import ensure_dir, write_json, write_text
 from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES, to_index
 from avemo.errors import AvemoError
 from avemo.evaluate.metrics import LABELS, majority_class, mcnemar, scores
-from avemo.evaluate.runs import TASKS, Predictions, find_predictions
+from avemo.evaluate.runs import TASKS, Predictions, find_predictions, missing_predictions
 
 TITLES = {
     "visual": "Visual features only",
@@ -59,6 +61,7 @@ def evaluate(run: str | Path, resamples: int = 1000, seed: int = 0, plots: bool 
     """Score every predictions file of `run`, write the outputs listed in the module docstring, print the table."""
     run = Path(run)
     entries = find_predictions(run)
+    missing = missing_predictions(run, entries)  # refuses half-written seeds
     if not entries:
         raise AvemoError(f"{run}: no predictions here; run `avemo train --run {run}` first")
     results: dict = {
@@ -67,6 +70,7 @@ def evaluate(run: str | Path, resamples: int = 1000, seed: int = 0, plots: bool 
         "bootstrap": {"resamples": resamples, "seed": seed, "interval": "95% percentile, test clips resampled"},
         "mcnemar": "chi-square with continuity correction; exact binomial p-value when fewer than 25 clips differ",
         "alpha": ALPHA,
+        "missing_predictions": missing,  # configurations run.json lists without any predictions.csv
         "tasks": {},
     }
     clips: dict[str, tuple[list[str], list[list[int]]]] = {}  # task → test clip ids, predictions per entry
@@ -81,7 +85,7 @@ def evaluate(run: str | Path, resamples: int = 1000, seed: int = 0, plots: bool 
         results[key] = arousal[key]
     files = write_outputs(run, results, clips, plots)
     results["files"] = {k: [str(p) for p in v] for k, v in files.items()}
-    (run / "results.json").write_text(json.dumps(results, indent=1))
+    write_json(run / "results.json", results)
     if not quiet:
         print(terminal_text(results, files))
     return results
@@ -146,11 +150,16 @@ def score_task(
 
 
 def _aligned(e: Predictions, task: str, test_ids: np.ndarray, true: np.ndarray, ref: Predictions) -> np.ndarray:
-    """e's predictions in the order of the reference's test clips; refuse files scored on other clips."""
+    """e's predictions in the order of the reference's test clips; refuse files scored on other clips (or the
+    same test clips among other train clips: another cache)."""
     mask = (e.split == "test") & (e.labels[task] != UNKNOWN)
     rows = {c: i for i, c in enumerate(e.clip_ids[mask])}
     if set(rows) != set(test_ids.tolist()):
         raise AvemoError(f"{e.path}: its test clips differ from those of {ref.path}; evaluate predictions of one cache")
+    if e is not ref and dict(zip(e.clip_ids.tolist(), e.split.tolist())) != dict(zip(ref.clip_ids.tolist(), ref.split.tolist())):
+        raise AvemoError(
+            f"{e.path}: its clips (or their splits) differ from those of {ref.path}; evaluate predictions of one cache"
+        )
     index = np.array([rows[c] for c in test_ids.tolist()], np.int64)
     if not np.array_equal(e.labels[task][mask][index], true):
         raise AvemoError(f"{e.path}: its true {task} labels differ from those of {ref.path}")
@@ -234,7 +243,7 @@ def write_outputs(
             files["plots"] += write_plots(run / "plots", task, scored)
     report = run / "report.md"
     files["tables"] = [run / "results.json", *files["tables"], report]  # results.json is written last, by evaluate
-    report.write_text(report_markdown(results, files, run))
+    write_text(report, report_markdown(results, files, run))
     return files
 
 
@@ -269,18 +278,19 @@ def write_csv(path: Path, task: str, scored: dict) -> None:
             out[f"significant_vs_{against}"] = "" if test is None else str(test["p_value"] < ALPHA).lower()
         return out
 
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for e in scored["entries"]:
-            writer.writerow(row(e["approach"], e, e["seed"], e["lstm_hidden"], e["vs_majority_pts"], e["predictions"]))
-        majority = f"majority ({scored['majority_class']})"
-        writer.writerow(row(majority, {**scored["majority"], "variant": ""}, None, None, 0.0, ""))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for e in scored["entries"]:
+        writer.writerow(row(e["approach"], e, e["seed"], e["lstm_hidden"], e["vs_majority_pts"], e["predictions"]))
+    majority = f"majority ({scored['majority_class']})"
+    writer.writerow(row(majority, {**scored["majority"], "variant": ""}, None, None, 0.0, ""))
+    write_text(path, text.getvalue())
 
 
 def write_run_files(folder: Path, task: str, scored: dict, ids: list[str], predictions: list[list[int]]) -> list[Path]:
     """MediaEval-style run files (see the module docstring), one per entry."""
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_dir(folder)
     stems = [PurePosixPath(c.replace("\\", "/")).stem for c in ids]
     if len(set(stems)) < len(stems):  # two clips share a file name: keep their folders
         stems = [str(PurePosixPath(c.replace("\\", "/")).with_suffix("")) for c in ids]
@@ -288,7 +298,7 @@ def write_run_files(folder: Path, task: str, scored: dict, ids: list[str], predi
     paths = []
     for e, predicted in zip(scored["entries"], predictions):
         path = folder / f"{task}-{_file_tag(e, counts[e['name']])}.txt"
-        path.write_text("".join(f"{s} {p}\n" for s, p in zip(stems, predicted)))
+        write_text(path, "".join(f"{s} {p}\n" for s, p in zip(stems, predicted)))
         paths.append(path)
     return paths
 
@@ -296,7 +306,7 @@ def write_run_files(folder: Path, task: str, scored: dict, ids: list[str], predi
 def write_plots(folder: Path, task: str, scored: dict) -> list[Path]:
     from avemo.evaluate.plots import confusion_png, lstm_sweep_png
 
-    folder.mkdir(parents=True, exist_ok=True)
+    ensure_dir(folder)
     counts = {name: g["n_seeds"] for name, g in scored["groups"].items()}
     paths = []
     for e in scored["entries"]:
@@ -409,8 +419,21 @@ def legend(results: dict, task: str = "arousal") -> list[str]:
     return lines
 
 
+def _missing_line(results: dict) -> str:
+    """One line naming the configurations RUN/run.json lists that have no predictions at all ('' if none)."""
+    missing = results.get("missing_predictions") or []
+    if not missing:
+        return ""
+    return (
+        f"Not scored: {', '.join(missing)}: RUN/run.json lists {'it' if len(missing) == 1 else 'them'}, but no "
+        "predictions.csv exists (not trained yet, or its training failed)."
+    )
+
+
 def report_markdown(results: dict, files: dict[str, list[Path]], run: Path) -> str:
     parts = [f"# Evaluation of `{run}`\n"]
+    if _missing_line(results):
+        parts.append(f"**{_missing_line(results)}**\n")
     for task, scored in results["tasks"].items():
         parts += [f"## Table 1 — {task}, test split\n", table(results, task), ""]
         parts += [f"- {line}" for line in legend(results, task)] + [""]
@@ -463,7 +486,7 @@ def report_markdown(results: dict, files: dict[str, list[Path]], run: Path) -> s
 
 
 def terminal_text(results: dict, files: dict[str, list[Path]]) -> str:
-    out = []
+    out = [f"warning: {_missing_line(results)}", ""] if _missing_line(results) else []
     for task in results["tasks"]:
         out += [f"{task.capitalize()}:", table(results, task), "", *legend(results, task), ""]
     out.append("Results: " + ", ".join(str(p) for p in files["tables"]))

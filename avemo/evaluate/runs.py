@@ -13,20 +13,26 @@ LSTM size is read from `head.lstm_hidden` of settings.json. A seed folder's sett
 parent's; without one the seed is the folder's number.
 
 A predictions.csv has the columns `clip_id,split,arousal,predicted` (labels -1/0/1; further columns such as
-`p_calm` are ignored here). Valence is scored when the file also has `valence` and `predicted_valence`
-(rows with an empty or unknown valence, -128, are left out of the valence scores).
+`p_calm` are ignored here), one row per clip (a repeated clip id is refused: it would count twice). Valence is
+scored when the file also has `valence` and `predicted_valence` (rows with an empty or unknown valence, -128,
+are left out of the valence scores).
+
+Nothing unequal is averaged: two files of one configuration with the same seed are refused, and so is a
+configuration whose seeds are half written (some seed folders have their predictions.csv, others, listed in
+RUN/run.json or present as folders, do not): a mean over the seeds that happen to be finished would read as the
+configuration's. A configuration with no predictions at all is left out and named (`missing_predictions`).
 """
 
 from __future__ import annotations
 
 import csv
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from avemo.atomic import read_json
 from avemo.errors import AvemoError
 
 APPROACHES = ("visual", "audio", "early", "late", "modal")  # = avemo.train.heads.APPROACHES (tested), without torch
@@ -81,29 +87,99 @@ def find_predictions(run: Path) -> list[Predictions]:
             -1 if p.seed is None else p.seed,
         )
     )
+    seen: dict[tuple, Path] = {}
+    for p in found:
+        key = (p.approach, p.variant, p.seed)
+        if key in seen:
+            raise AvemoError(
+                f"{p.path}: seed {p.seed} of {p.name} is also in {seen[key]}; one of them would count twice (a folder "
+                "trained first with one seed, then with several, holds both layouts): delete one"
+            )
+        seen[key] = p.path
     return found
+
+
+RUN_JSON_REMEDY = "it is written by `avemo train`: delete it and train again into this folder, or give another --run"
+
+
+def missing_predictions(run: Path, found: list[Predictions]) -> list[str]:
+    """Configurations the run should hold (RUN/run.json `predictions`; for an older run, its `approaches`,
+    `seeds` and `lstm_hidden`) of which no predictions.csv exists (not trained yet, or failed); refuses a
+    configuration with some but not all of its seeds."""
+    expected = set(_expected(run))
+    present = {p.path.relative_to(run).as_posix() for p in found}
+    for folder in sorted(p for p in run.iterdir() if p.is_dir() and _FOLDER.match(p.name)) if run.is_dir() else []:
+        for seed_folder in folder.iterdir():
+            if seed_folder.is_dir() and _SEED.match(seed_folder.name):
+                expected.add(f"{folder.name}/{seed_folder.name}/predictions.csv")
+    by_folder: dict[str, set[str]] = {}
+    for name in expected | present:
+        by_folder.setdefault(name.split("/")[0], set()).add(name)
+    missing = []
+    for folder, names in sorted(by_folder.items()):
+        absent, have = sorted(names - present), names & present
+        if absent and have:
+            raise AvemoError(
+                f"{run / folder}: half written: {', '.join(absent)} missing while {len(have)} other seed(s) of it are "
+                "there (RUN/run.json lists what was started); a mean over the finished seeds would pass for all of "
+                f"them. Finish it (run the same `avemo train` command again: it resumes), or delete {run / folder}"
+            )
+        if absent:
+            missing.append(folder)
+    return missing
+
+
+def _expected(run: Path) -> list[str]:
+    """The predictions files RUN/run.json says the run holds (relative paths), [] without run.json."""
+    path = run / "run.json"
+    if not path.exists():
+        return []
+    info = read_json(path, RUN_JSON_REMEDY)
+    listed = info.get("predictions")
+    if isinstance(listed, list) and all(isinstance(n, str) for n in listed):
+        return listed
+    seeds, approaches, sizes = info.get("seeds"), info.get("approaches"), info.get("lstm_hidden") or [256]
+    if not isinstance(seeds, list) or not isinstance(approaches, list) or not isinstance(sizes, list):
+        return []  # hand-written, or older than these records: only the folders on disk are checked
+    names = []
+    for size in sizes:
+        for approach in approaches:
+            folder = approach if len(sizes) == 1 or size == 256 else f"{approach}-lstm{size}"
+            if approach == "late" and folder != approach:
+                continue
+            names += [f"{folder}/seed-{s}/predictions.csv" for s in seeds] if len(seeds) > 1 else [f"{folder}/predictions.csv"]
+    return names
 
 
 def _settings(folder: Path) -> dict:
     path = folder / "settings.json"
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise AvemoError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+    return read_json(path, "it is written by `avemo train` with predictions.csv beside it: train that folder again")
 
 
 def read_predictions(path: Path, approach: str, variant: str = "", settings: dict | None = None) -> Predictions:
     """Read one predictions.csv; a missing column or a bad label is one clear error naming the file."""
     settings = settings or {}
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = set(reader.fieldnames or [])
-        rows = list(reader)
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            columns = set(reader.fieldnames or [])
+            rows = list(reader)
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise AvemoError(f"{path}: not a predictions CSV ({str(e).splitlines()[0][:100]})") from None
     missing = {"clip_id", "split", "arousal", "predicted"} - columns
     if missing:
         raise AvemoError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    first: dict[str, int] = {}
+    for i, row in enumerate(rows):
+        clip = row["clip_id"]
+        if clip in first:
+            raise AvemoError(
+                f"{path}:{i + 2}: clip {clip} is listed twice (also on line {first[clip] + 2}); it would count twice: "
+                "a predictions file has one row per clip (write it again with `avemo train`)"
+            )
+        first[clip] = i
     out = Predictions(
         approach=approach,
         variant=variant,

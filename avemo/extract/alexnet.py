@@ -2,7 +2,8 @@
 
 `--weights imagenet` (the default: the paper fine-tunes an ImageNet AlexNet) goes through torchvision's
 weights API (downloads once into torch's hub folder), `--weights PATH` loads a local state dict (a
-torchvision AlexNet's, with a 1000- or 3-way last layer), `--weights none` is random initialisation from a
+torchvision AlexNet's, with a 1000- or 3-way last layer; fp16 or bf16 ones are converted to fp32, exactly;
+one with a NaN or inf parameter is refused, naming it), `--weights none` is random initialisation from a
 seed.
 
 Inputs are the 256×256 images of the media cache, normalised with the ImageNet mean and std:
@@ -53,6 +54,8 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
         raise AvemoError(f"{path}: cannot load a state dict ({type(e).__name__})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
+    if isinstance(state, dict):
+        state = _finite_fp32(state, path)
     last = state.get("classifier.6.weight") if isinstance(state, dict) else None
     try:
         # Built on the meta device and filled by the state dict itself: no random init to overwrite.
@@ -62,6 +65,24 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
     except (RuntimeError, TypeError, AttributeError) as e:
         raise AvemoError(f"{path}: not an AlexNet state dict ({str(e).splitlines()[0][:120]})") from None
     return model.eval()
+
+
+def _finite_fp32(state: dict, path: Path) -> dict:
+    """The state dict with every floating tensor as fp32 (a half-precision or bf16 state dict converts exactly,
+    and AlexNet runs in fp32 here); a parameter with NaN or inf is refused, naming it: such weights make every
+    feature NaN, and every clip would quietly be predicted alike."""
+    out = {}
+    for name, value in state.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point():
+            if not bool(torch.isfinite(value).all()):
+                bad = int((~torch.isfinite(value)).sum())
+                raise AvemoError(
+                    f"{path}: parameter {name} holds {bad} non-finite value(s) (NaN or inf) of {value.numel()}; "
+                    "these weights cannot make features: use another weights file (or --weights imagenet / none)"
+                )
+            value = value.float()
+        out[name] = value
+    return out
 
 
 def _imagenet_alexnet() -> torch.nn.Module:

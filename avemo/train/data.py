@@ -14,19 +14,27 @@ available now.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from avemo.atomic import refuse_link
 from avemo.cache import ShardStore
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, clips_sha256, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 
 MEMORY_MODES = ("auto", "ram", "mmap")
+# z-scores are stored in fp16 (max 65504). A unit that is constant on the train seconds (a dead ReLU: 0 on all
+# of them) has std 0; its std is floored at STD_FLOOR × the modality's mean std (and at least 1e-6), and every
+# z-score is clamped to ±Z_LIMIT, so a new value there gives a large but finite input, never inf.
+STD_FLOOR = 1e-3
+Z_LIMIT = 1e4
 
 
 @dataclass
@@ -41,6 +49,7 @@ class FeatureSet:
     has_audio: torch.Tensor  # bool [clips]
     groups: np.ndarray  # str [clips], the clip's movie ("" when unknown), for validation splits by movie
     settings: dict  # how the features were made (from the cache manifest)
+    identity: str = ""  # features_identity of the cache: what a run and its checkpoints record
 
     def subset(self, split: str) -> torch.Tensor:
         """Clip numbers of one split."""
@@ -66,6 +75,9 @@ class FeatureSet:
 
 
 def load_features(cache: str | Path, memory: str = "auto", mmap_dir: str | Path | None = None) -> FeatureSet:
+    from avemo.cache import check_cache  # busy or unfinished caches are refused; shards verified when read
+
+    check_cache(cache, "train")
     store = ShardStore(Path(cache) / "features", "features")
     index = store.read_index()
     if not (index["split"] == "train").any():
@@ -78,15 +90,17 @@ def load_features(cache: str | Path, memory: str = "auto", mmap_dir: str | Path 
     if memory == "auto":
         memory = "mmap" if mmap_dir is not None and needed > available_memory() / 2 else "ram"
     arrays = {}
+    if memory == "mmap":
+        if mmap_dir is None:
+            raise AvemoError("memory mmap needs a folder for the mapped files")
+        _fresh_folder(Path(mmap_dir))
     for name in ("visual", "audio"):
         out = None
         if memory == "mmap":
-            if mmap_dir is None:
-                raise AvemoError("memory mmap needs a folder for the mapped files")
-            Path(mmap_dir).mkdir(parents=True, exist_ok=True)
             shape, dtype = store.seconds_shape(name)
             out = np.lib.format.open_memmap(Path(mmap_dir) / f"{name}.npy", "w+", dtype, shape)
         arrays[name] = torch.from_numpy(store.read_seconds(name, out=out))
+        check_finite(name, arrays[name], index, store)
     if memory == "mmap":
         print(f"features: {needed / 1e9:.2f} GB memory-mapped from {mmap_dir}")
     return FeatureSet(
@@ -100,7 +114,49 @@ def load_features(cache: str | Path, memory: str = "auto", mmap_dir: str | Path 
         has_audio=torch.from_numpy(index["has_audio"].astype(bool)),
         groups=index["group"],
         settings=store.settings,
+        identity=features_identity(store),
     )
+
+
+def features_identity(store: ShardStore) -> str:
+    """What makes a feature cache this one: sha256 of its manifest's settings and its shards' sha256s, in order.
+    A run records it (run.json, every checkpoint) and never continues on features with another."""
+    shards = [entry.get("sha256", entry.get("file")) for entry, _ in store.shards()]
+    text = json.dumps({"settings": store.settings, "shards": shards}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def cache_identity(cache: str | Path) -> str:
+    """features_identity of CACHE/features, from its manifest only (cheap: no shard is read)."""
+    return features_identity(ShardStore(Path(cache) / "features", "features"))
+
+
+def check_finite(name: str, values: torch.Tensor, index: dict, store: ShardStore, chunk: int = 8192) -> None:
+    """Refuse NaN or inf features (chunk by chunk, fp16 as stored), naming the shard, clip and second.
+
+    A chunk's fp32 sum is finite exactly when all its values are (fp16 values cannot overflow an fp32 sum of a
+    chunk): twice as fast as isfinite, which runs only on a chunk that fails."""
+    for start in range(0, len(values), chunk):
+        part = values[start : start + chunk]
+        if bool(torch.isfinite(part.sum(dtype=torch.float32))):
+            continue
+        row = start + int((~torch.isfinite(part)).any(1).nonzero()[0])
+        clip = int(np.searchsorted(index["offset"], row, side="right")) - 1
+        clip_id = str(index["clip_id"][clip])
+        shard = next((path for entry, path in store.shards() if clip_id in entry["clips"]), store.folder)
+        raise AvemoError(
+            f"{shard}: clip {clip_id}, second {row - int(index['offset'][clip])}: its {name} features are not finite "
+            f"(NaN or inf), so no model can be trained on them (were the AlexNet weights finite?); extract the features "
+            f"again (delete {store.folder}: decoded media and pool5 are reused)"
+        )
+
+
+def _fresh_folder(folder: Path) -> None:
+    """An empty scratch folder of our own (what a killed run left is removed; a planted link is refused)."""
+    refuse_link(folder)
+    if folder.exists():
+        shutil.rmtree(folder)  # never follows links inside it: it removes them
+    folder.mkdir(parents=True)
 
 
 def available_memory() -> int:
@@ -140,7 +196,9 @@ class Standardiser:
             n = max(len(rows), 2)
             mean = total / n
             std = ((squares - n * mean * mean).clamp_min(0) / (n - 1)).sqrt()
-            stats[f"{name}_mean"], stats[f"{name}_std"] = mean.float(), std.float().clamp_min(1e-6)
+            scale = float(std[std > 0].mean()) if bool((std > 0).any()) else 0.0
+            floor = max(1e-6, STD_FLOOR * scale)  # relative to the features' scale (module constants)
+            stats[f"{name}_mean"], stats[f"{name}_std"] = mean.float(), std.clamp_min(floor).float()
         return cls(stats)
 
     def normalise_in_place(self, data: FeatureSet, chunk: int = 8192) -> None:
@@ -153,11 +211,12 @@ class Standardiser:
                 values[start : start + chunk] = self.apply(name, values[start : start + chunk]).half()
 
     def apply(self, name: str, x: torch.Tensor) -> torch.Tensor:
-        """z-scores of `name` ("visual" or "audio") features, fp32."""
+        """z-scores of `name` ("visual" or "audio") features, fp32, clamped to ±Z_LIMIT (finite in fp16)."""
         x = x.float()
         if self.stats is None:
             return x
-        return (x - self.stats[f"{name}_mean"].to(x.device)) / self.stats[f"{name}_std"].to(x.device)
+        z = (x - self.stats[f"{name}_mean"].to(x.device)) / self.stats[f"{name}_std"].to(x.device)
+        return z.clamp_(-Z_LIMIT, Z_LIMIT)
 
     def state(self) -> dict | None:
         return None if self.stats is None else {k: v.cpu() for k, v in self.stats.items()}

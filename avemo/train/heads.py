@@ -33,6 +33,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from avemo.atomic import load_torch
 from avemo.errors import AvemoError
 
 APPROACHES = ("visual", "audio", "early", "late", "modal")  # the rows of the paper's Table 1
@@ -134,12 +135,14 @@ def load_head(path: Path) -> tuple[EmotionHead, dict]:
     (settings, z-score statistics `norm`, validation clips, …)."""
     if not path.is_file():
         raise AvemoError(f"{path}: no trained head here; train this approach with `avemo train`")
+    remedy = f"delete {path.parent} and train it again with `avemo train`"
+    saved = load_torch(path, remedy)  # random bytes, a foreign pickle: one line, never torch's advice
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
         head = EmotionHead(head_settings_of(saved))
         head.load_state_dict(saved["model"])
-    except (KeyError, TypeError, RuntimeError, ValueError) as e:
-        raise AvemoError(f"{path}: not a head written by `avemo train` ({str(e).splitlines()[0][:120]})") from None
+    except (KeyError, TypeError, RuntimeError, ValueError, AttributeError) as e:
+        reason = str(e).splitlines()[0][:120] if str(e) else type(e).__name__
+        raise AvemoError(f"{path}: not a head written by `avemo train` ({reason}); {remedy}") from None
     return head, saved
 
 

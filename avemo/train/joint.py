@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -67,14 +68,15 @@ from torch import nn
 from tqdm import tqdm
 
 from avemo import distributed
-from avemo.atomic import save_torch, write_json
+from avemo.atomic import ensure_dir, load_torch, read_json, save_torch, write_json, write_text
 from avemo.cache import ShardStore, read_images
 from avemo.cache.store import read_shard_index
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import FC7_DIM, Fc7, feature_alexnets, spectrogram_input_of, weights_sha256
+from avemo.train.data import Z_LIMIT, cache_identity
 from avemo.train.heads import EmotionHead, head_settings_of, load_head
-from avemo.train.trainer import class_weights, run_cache, sgd, supervised_losses, write_predictions
+from avemo.train.trainer import check_run_cache, class_weights, run_cache, sgd, supervised_losses, write_predictions
 
 LAYERS = ("fc", "all")
 MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # modality → media dataset
@@ -139,7 +141,9 @@ class JointModel(nn.Module):
         return net(x) if self.from_images else net(x.float())
 
     def zscore(self, modality: str, fc7: torch.Tensor) -> torch.Tensor:
-        return (fc7 - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")
+        """As the trainer's Standardiser: clamped to ±Z_LIMIT (a unit dead on the train seconds stays finite)."""
+        z = (fc7 - getattr(self, f"{modality}_mean")) / getattr(self, f"{modality}_std")
+        return z.clamp(-Z_LIMIT, Z_LIMIT)
 
     def forward(
         self, inputs: dict[str, torch.Tensor], lengths: torch.Tensor, audio_mask: torch.Tensor, per_step: bool = False
@@ -318,7 +322,9 @@ def head_checkpoint(run: Path, approach: str, seed: int | None) -> Path:
 
 def _saved_seed(path: Path) -> int | None:
     settings = path.parent / "settings.json"
-    return json.loads(settings.read_text()).get("seed") if settings.is_file() else None
+    if not settings.is_file():
+        return None
+    return read_json(settings, f"delete {path.parent} and train it again with `avemo train`").get("seed")
 
 
 def load_fc7_head(path: Path) -> tuple[EmotionHead, dict]:
@@ -348,12 +354,18 @@ def joint_train(
     device = distributed.device_for(settings.device)
     if cache is None:
         cache = run_cache(run)
-    elif (run / "run.json").is_file() and run_cache(run).resolve() != Path(cache).resolve() and rank == 0:
-        print(f"joint: note: {run} was trained on {run_cache(run)}, tuning on {cache}")
+    elif (run / "run.json").exists():  # RUN/joint beside heads of another cache would mix two caches in one run
+        check_run_cache(run, cache)
     cache = Path(cache)
+    identity = cache_identity(cache)
+    from avemo.cache import check_cache  # busy or unfinished caches are refused; every shard verified
+
+    check_cache(cache, "the joint pass", verify=("features", "pool5", "media"))
     out = run / "joint"
     head_path = head_checkpoint(run, approach, seed)
     head, saved = load_fc7_head(head_path)
+    if saved.get("cache_sha256") not in (None, identity) and rank == 0:
+        print(f"joint: note: the head {head_path} was trained on other features than those of {cache}")
     features = ShardStore(cache / "features", "features").settings
     if not features:
         raise AvemoError(f"{cache / 'features'}: no feature manifest; run `avemo extract` first")
@@ -392,6 +404,7 @@ def joint_train(
         "head": str(head_path.resolve()),
         "head_sha256": _state_sha256(saved["model"]),
         "cache": str(cache.resolve()),
+        "cache_sha256": identity,
         "alexnets_sha256": source_hashes,
         "train_clips": len(train_ids),
         "validation_clips": len(validation_ids),
@@ -423,9 +436,9 @@ def joint_train(
         # every rank loaded the same verified weights: no 0.5 GB broadcast at start; the buffers are constants
         net = nn.parallel.DistributedDataParallel(model, device_ids=ids, init_sync=False, broadcast_buffers=False)
     if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+        ensure_dir(out, under=run)
         settings_json = {**asdict(settings), "source": record, "head": asdict(head_settings_of(saved))}
-        (out / "settings.json").write_text(json.dumps(settings_json, indent=1))
+        write_json(out / "settings.json", settings_json)
     selecting = settings.select == "loss" and len(validation) > 0 and settings.epochs > 0
     if selecting and first == 0:  # the start is a candidate too: the pass never ends worse on validation
         val_loss, accuracy = _validate(model, inputs, clips, validation)
@@ -459,7 +472,8 @@ def joint_train(
     kept = _best(log)["epoch"] if selecting else settings.epochs
     if kept != settings.epochs:
         distributed.barrier()
-        model.load_state_dict(torch.load(out / "best.pt", map_location=device, weights_only=True)["model"], strict=False)
+        best = load_torch(out / "best.pt", f"delete {out} and run the joint pass again")
+        _load_trainable(model, best, out / "best.pt", f"delete {out} and run the joint pass again")
     if selecting and rank == 0:
         print(f"joint: kept epoch {kept} of {settings.epochs} (lowest validation loss; 0 = the trained head as it was)")
 
@@ -474,6 +488,7 @@ def joint_train(
             "settings": saved["settings"],
             "validation": sorted(validation_ids),
             "epoch": kept,
+            "cache_sha256": identity,  # the features the pass tuned and predicted on (predict checks them)
             "joint": asdict(settings),
             "alexnets": {m: {"file": f"{m}.pt", "sha256": h} for m, h in hashes.items()},
         }
@@ -679,17 +694,29 @@ def _resume(out: Path, record: dict, model: JointModel, optimizer: torch.optim.O
     path = out / "last.pt"
     if not path.is_file():
         return [], 0
-    saved = torch.load(path, map_location="cpu", weights_only=True)
+    remedy = f"delete {path} to start the joint pass again"
+    saved = load_torch(path, remedy)  # random bytes or a foreign pickle: one line, never torch's advice
     if saved.get("record") != json.loads(json.dumps(record)):
         if rank == 0:
             print(f"joint: {path} was made with other settings or inputs; starting again")
         return [], 0
-    model.load_state_dict(saved["model"], strict=False)
-    optimizer.load_state_dict(saved["optimizer"])
-    log = saved["log"]
+    _load_trainable(model, saved, path, remedy)
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+        log = saved["log"]
+        log[-1]["epoch"]
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
+        raise AvemoError(f"{path}: not a checkpoint written by the joint pass; {remedy}") from None
     if rank == 0:
         print(f"joint: resuming after epoch {log[-1]['epoch']} from {path}")
     return log, log[-1]["epoch"]
+
+
+def _load_trainable(model: JointModel, saved: dict, path: Path, remedy: str) -> None:
+    try:
+        model.load_state_dict(saved["model"], strict=False)
+    except (KeyError, TypeError, RuntimeError, AttributeError):
+        raise AvemoError(f"{path}: not a checkpoint written by the joint pass; {remedy}") from None
 
 
 def _save_checkpoint(out: Path, record: dict, model: JointModel, optimizer: torch.optim.Optimizer, log: list) -> None:
@@ -709,7 +736,8 @@ def _best(log: list[dict]) -> dict:
 
 
 def _write_log(path: Path, log: list[dict]) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["epoch", "train_loss", "validation_loss", "validation_accuracy", "seconds"])
-        writer.writeheader()
-        writer.writerows(log)
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=["epoch", "train_loss", "validation_loss", "validation_accuracy", "seconds"])
+    writer.writeheader()
+    writer.writerows(log)
+    write_text(path, text.getvalue())

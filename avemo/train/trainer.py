@@ -26,6 +26,7 @@ trained with other settings is never overwritten: the run stops and names the se
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -38,10 +39,10 @@ import torch
 from tqdm import tqdm
 
 from avemo import distributed
-from avemo.atomic import save_torch, write_json
+from avemo.atomic import ensure_dir, load_torch, read_json, save_torch, write_json, write_text
 from avemo.datasets.labels import AROUSAL_NAMES, to_label
 from avemo.errors import AvemoError
-from avemo.train.data import FeatureSet, Standardiser, load_features, validation_clips
+from avemo.train.data import FeatureSet, Standardiser, cache_identity, load_features, validation_clips
 from avemo.train.heads import APPROACHES, N_CLASSES, EmotionHead, HeadSettings
 
 LATE_ALPHA = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
@@ -110,15 +111,35 @@ def train(
     rank 0 writes."""
     distributed.init_from_env()
     run = Path(run)
+    previous = check_run_cache(run, cache)  # before anything is read or written: a run holds one cache's models
     run.mkdir(parents=True, exist_ok=True)
     seeds = seeds or [settings.seed]
     lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
     deterministic_before = torch.are_deterministic_algorithms_enabled()
+    mmap_dir = run / f".features-rank{distributed.rank()}"
+    try:
+        return _train(cache, run, approaches, settings, seeds, lstm_sizes, memory, mmap_dir, previous)
+    finally:
+        if mmap_dir.is_dir() and not mmap_dir.is_symlink():
+            shutil.rmtree(mmap_dir, ignore_errors=True)
+        torch.use_deterministic_algorithms(deterministic_before)
+
+
+def _train(
+    cache: str | Path,
+    run: Path,
+    approaches: list[str],
+    settings: TrainSettings,
+    seeds: list[int],
+    lstm_sizes: list[int],
+    memory: str,
+    mmap_dir: Path,
+    previous: dict | None,
+) -> Path:
     if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
         torch.use_deterministic_algorithms(True)
     device = distributed.device_for(settings.device)
-    mmap_dir = run / f".features-rank{distributed.rank()}"
     data = load_features(cache, memory, mmap_dir)
     settings = replace(settings, device=device, head=replace(settings.head, feature_dim=data.visual.shape[1]))
     held = validation_clips(data, settings.validation, settings.validation_seed, cache)
@@ -131,8 +152,22 @@ def train(
         data.to(device)  # batches are then gathered on the GPU
     train_labels = data.labels[data.subset("train")]
     counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
+    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
+    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
+    plan = [
+        (size, seed, approach, _folder(approach, size, lstm_sizes), _out(approach, size, seed, lstm_sizes, seeds))
+        for size in lstm_sizes
+        for seed in seeds
+        for approach in order
+        if not (approach == "late" and settings.late_from == "mlp" and _folder(approach, size, lstm_sizes) != approach)
+    ]  # late fusion's MLP classifiers have no LSTM: one size is enough
     if distributed.rank() == 0:
-        info = {"cache": str(Path(cache).resolve()), "approaches": approaches, "seeds": seeds, "lstm_hidden": lstm_sizes}
+        # what the run holds, over every `avemo train` into it (evaluate refuses a run whose seeds are half written)
+        expected = [f"{out}/predictions.csv" for *_, out in plan]
+        before = previous or {}
+        info = {"cache": str(Path(cache).resolve()), "cache_sha256": data.identity}
+        info |= {"approaches": _union(before.get("approaches"), approaches), "seeds": seeds, "lstm_hidden": lstm_sizes}
+        info |= {"predictions": _union(before.get("predictions"), expected)}
         info |= {"train_counts": counts, "validation_clips": data.clip_ids[validation.numpy()].tolist()}
         info |= {"validation": {"fraction": held.fraction, "seed": held.seed, "split": held.line, "note": held.note}}
         write_json(run / "run.json", info)
@@ -146,40 +181,31 @@ def train(
         f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation, "
         f"{len(data.subset('test'))} test clips (never read for training or selection)"
     )
-    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
-    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
     failures = []
-    for size in lstm_sizes:
-        main_row = len(lstm_sizes) == 1 or size == HeadSettings.lstm_hidden
-        for seed in seeds:
-            probabilities: dict[str, np.ndarray] = {}
-            for approach in order:
-                if approach == "late" and settings.late_from == "mlp" and not main_row:
-                    continue  # its MLP classifiers have no LSTM: one size is enough
-                folder = approach if main_row else f"{approach}-lstm{size}"
-                out = run / folder / (f"seed-{seed}" if len(seeds) > 1 else "")
-                name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
-                head = replace(settings.head, approach=approach, lstm_hidden=size)
-                approach_settings = replace(settings, head=head, seed=seed)
-                try:
-                    if approach == "late":
-                        probs = fit_late(data, approach_settings, out, norm, fitting, validation, probabilities)
-                    else:
-                        probs = fit_and_write(data, approach_settings, out, norm, fitting, validation)
-                except AvemoError as e:
-                    failures.append(f"{name}: {e}")
-                    print(f"{distributed.tag()}{name}: not trained: {e}")
-                    continue
-                probabilities[approach] = probs
-                summary = [
-                    f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
-                    for name, clips in (("validation", validation), ("test", data.subset("test")))
-                    if len(clips)
-                ]
-                print(f"{distributed.tag()}{name}: {', '.join(summary)}")
+    probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    for size, seed, approach, folder, out_name in plan:
+        out = ensure_dir(run / out_name, under=run)
+        name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
+        head = replace(settings.head, approach=approach, lstm_hidden=size)
+        approach_settings = replace(settings, head=head, seed=seed)
+        trained = probabilities.setdefault((size, seed), {})
+        try:
+            if approach == "late":
+                probs = fit_late(data, approach_settings, out, norm, fitting, validation, trained)
+            else:
+                probs = fit_and_write(data, approach_settings, out, norm, fitting, validation)
+        except AvemoError as e:
+            failures.append(f"{name}: {e}")
+            print(f"{distributed.tag()}{name}: not trained: {e}")
+            continue
+        trained[approach] = probs
+        summary = [
+            f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
+            for name, clips in (("validation", validation), ("test", data.subset("test")))
+            if len(clips)
+        ]
+        print(f"{distributed.tag()}{name}: {', '.join(summary)}")
     distributed.barrier()
-    shutil.rmtree(mmap_dir, ignore_errors=True)
-    torch.use_deterministic_algorithms(deterministic_before)
     if failures:
         raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
     return run
@@ -189,7 +215,7 @@ def fit_and_write(
     data: FeatureSet, settings: TrainSettings, out: Path, norm: Standardiser, fitting: torch.Tensor, validation: torch.Tensor
 ) -> np.ndarray:
     """`fit` one head in `out`, then write its settings.json and predictions.csv; returns its probabilities."""
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     probs = fit(data, settings, out, norm, fitting, validation)
     if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
         write_json(out / "settings.json", asdict(settings))
@@ -219,19 +245,61 @@ def fit_late(
             head = replace(settings.head, approach=modality, temporal="none")
             parts[modality] = fit_and_write(data, replace(settings, head=head), out / modality, norm, fitting, validation)
     probs = late_fusion(parts["audio"], parts["visual"], data.has_audio.numpy())
-    out.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out)
     if distributed.rank() == 0:
         write_json(out / "settings.json", asdict(settings))
         write_predictions(out / "predictions.csv", data, probs)
     return probs
 
 
+RUN_JSON_REMEDY = (
+    "delete it and run `avemo train` again into this folder with the cache it was trained on (finished models are "
+    "kept: each checkpoint records its cache, and another cache is refused)"
+)
+
+
+def run_info(run: Path) -> dict:
+    """RUN/run.json, checked: a JSON object naming the cache (one clear line when it is not)."""
+    path = Path(run) / "run.json"
+    if not path.is_file():
+        raise AvemoError(f"{path}: not found; is {run} a run directory of `avemo train`?")
+    info = read_json(path, RUN_JSON_REMEDY)
+    if not isinstance(info.get("cache"), str) or not info["cache"]:
+        raise AvemoError(f'{path}: names no cache (no "cache" entry); {RUN_JSON_REMEDY}')
+    return info
+
+
 def run_cache(run: Path) -> Path:
     """The cache a run directory was trained on (RUN/run.json)."""
-    info = Path(run) / "run.json"
-    if not info.is_file():
-        raise AvemoError(f"{info}: not found; is {run} a run directory of `avemo train`?")
-    return Path(json.loads(info.read_text())["cache"])
+    return Path(run_info(run)["cache"])
+
+
+def check_run_cache(run: Path, cache: str | Path) -> dict | None:
+    """Refuse to train RUN on `cache` when RUN/run.json records another cache (by the identity of its features,
+    not its path: a cache extracted again at the same path is another cache). Returns run.json (None if absent)."""
+    path = Path(run) / "run.json"
+    if not path.exists() and not path.is_symlink():
+        return None
+    info = run_info(run)
+    recorded, identity = info.get("cache_sha256"), cache_identity(cache)
+    if recorded == identity:
+        return info
+    way_out = f"give another --run, or delete {run} to train it again on {cache}"
+    if recorded is None:
+        raise AvemoError(
+            f"{path}: records no cache identity (written by an older avemo), so {run} may hold models of another "
+            f"cache than {cache}; {way_out}"
+        )
+    same_path = Path(info["cache"]).resolve() == Path(cache).resolve()
+    what = (
+        f"the features of {cache} changed since {run} was trained on them (extracted again?)"
+        if same_path
+        else f"{run} was trained on another cache, {info['cache']}"
+    )
+    raise AvemoError(
+        f"{what} (features {recorded[:12]}, now {identity[:12]}): a run holds the models of one cache and never "
+        f"mixes two; {way_out}"
+    )
 
 
 def late_fusion(audio: np.ndarray, visual: np.ndarray, has_audio: np.ndarray) -> np.ndarray:
@@ -262,21 +330,17 @@ def fit(
     del record["late_from"]  # how late fusion mixes models is not a setting of any one model
     progress = {"epoch": 0, "log": [], "best": None, "best_epoch": 0, "stale": 0, "finished": False}
     last = out / "last.pt"
-    if last.is_file():
-        saved = torch.load(last, map_location="cpu", weights_only=True)
-        differ = _differences(saved["settings"], record)
-        if saved["fitting"] != data.clip_ids[clips.numpy()].tolist():
-            differ.append("the clips trained on (another cache or validation split)")
-        if differ:
-            raise AvemoError(
-                f"{out} holds a model trained with other settings ({'; '.join(differ[:3])}): "
-                "give another --run, or delete that folder to train it again"
-            )
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        progress = saved["progress"]
+    fitting_ids = data.clip_ids[clips.numpy()].tolist()
+    if last.exists() or last.is_symlink():
+        progress = _resume(last, out, record, fitting_ids, data.identity, model, optimizer)
         if not progress["finished"]:
             print(f"{distributed.tag()}{out}: resuming after epoch {progress['epoch']}")
+    elif (out / "model.pt").exists():  # a selected model without its last.pt: nothing says which cache made it
+        raise AvemoError(
+            f"{out / 'model.pt'}: a trained head without {last.name} (the record of its cache and settings); "
+            "give another --run, or delete that folder to train it again"
+        )
+    cache_record = {"cache_sha256": data.identity}
     trained = _ddp(model)
     validation_ids = data.clip_ids[validation.numpy()].tolist()
     epochs = range(progress["epoch"] + 1, settings.epochs + 1)
@@ -298,7 +362,8 @@ def fit(
         if progress["best"] is None or score > progress["best"]:
             progress |= {"best": score, "best_epoch": epoch, "stale": 0}
             checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
-            _save(out / "model.pt", checkpoint | {"settings": record, "norm": norm.state(), "validation": validation_ids})
+            checkpoint |= {"settings": record, "norm": norm.state(), "validation": validation_ids} | cache_record
+            _save(out / "model.pt", checkpoint)
         else:
             progress["stale"] += 1
         progress["epoch"] = epoch
@@ -311,22 +376,71 @@ def fit(
                 "model": model.state_dict(),
                 "optimizer": optimizer.state_dict(),
                 "settings": record,
-                "fitting": data.clip_ids[clips.numpy()].tolist(),
+                "fitting": fitting_ids,
                 "progress": progress,
-            },
+            }
+            | cache_record,
         )
         if stop:
             print(f"{distributed.tag()}{out}: no better validation {settings.select} for {settings.patience} epochs; stopped")
             break
     bar.close()
     if distributed.rank() == 0:
-        with open(out / "log.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(progress["log"][0]))
-            writer.writeheader()
-            writer.writerows(progress["log"])
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=list(progress["log"][0]))
+        writer.writeheader()
+        writer.writerows(progress["log"])
+        write_text(out / "log.csv", text.getvalue())
     distributed.barrier()
-    model.load_state_dict(torch.load(out / "model.pt", map_location=device, weights_only=True)["model"])
+    best = load_torch(out / "model.pt", f"delete {out} to train it again")
+    if best.get("cache_sha256") != data.identity:
+        raise AvemoError(f"{out / 'model.pt'}: not the head trained here on this cache; delete {out} to train it again")
+    _load_state(model, best, out / "model.pt", f"delete {out} to train it again")
     return predict(model, data, torch.arange(len(data.labels)), device)
+
+
+def _resume(
+    last: Path,
+    out: Path,
+    record: dict,
+    fitting_ids: list[str],
+    identity: str,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+) -> dict:
+    """The progress of OUT/last.pt, with its model and optimizer state loaded; refused (one line naming the
+    folder and the way out) when it was trained on another cache, with other settings or clips, or is not
+    a checkpoint of avemo's."""
+    remedy = "give another --run, or delete that folder to train it again"
+    saved = load_torch(last, remedy)
+    try:
+        differ = _differences(saved["settings"], record)
+        if saved.get("cache_sha256") != identity:
+            was = "a cache not recorded (an older avemo)" if saved.get("cache_sha256") is None else "another cache"
+            differ.insert(0, f"the cache: {was}, not these features")
+        elif saved["fitting"] != fitting_ids:
+            differ.append("the clips trained on (another validation split)")
+        progress = saved["progress"]
+        keys = {"epoch", "log", "best", "best_epoch", "stale", "finished"}
+        if not isinstance(progress, dict) or not keys <= set(progress):
+            raise KeyError("progress")
+    except (KeyError, TypeError, AttributeError):
+        raise AvemoError(f"{last}: not a checkpoint written by `avemo train`; {remedy}") from None
+    if differ:
+        raise AvemoError(f"{out} holds a model trained with other settings ({'; '.join(differ[:3])}): {remedy}")
+    _load_state(model, saved, last, remedy)
+    try:
+        optimizer.load_state_dict(saved["optimizer"])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
+        raise AvemoError(f"{last}: not a checkpoint written by `avemo train` (its optimizer state); {remedy}") from None
+    return progress
+
+
+def _load_state(model: torch.nn.Module, saved: dict, path: Path, remedy: str) -> None:
+    try:
+        model.load_state_dict(saved["model"])
+    except (KeyError, TypeError, RuntimeError, AttributeError) as e:
+        raise AvemoError(f"{path}: not a head of these settings ({str(e).splitlines()[0][:100]}); {remedy}") from None
 
 
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
@@ -427,11 +541,13 @@ def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, device: s
 
 
 def write_predictions(path: Path, data: FeatureSet, probs: np.ndarray) -> None:
-    with open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
-        for clip_id, split, label, p in zip(data.clip_ids, data.split, data.labels.tolist(), probs):
-            writer.writerow([clip_id, split, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
+    """predictions.csv, written atomically (never through a link)."""
+    text = io.StringIO()
+    writer = csv.writer(text)
+    writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
+    for clip_id, split, label, p in zip(data.clip_ids, data.split, data.labels.tolist(), probs):
+        writer.writerow([clip_id, split, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
+    write_text(path, text.getvalue())
 
 
 def _ddp(model: torch.nn.Module) -> torch.nn.Module:
@@ -451,6 +567,22 @@ def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
         elif a != b and key != "device":
             out.append(f"{prefix}{key}: {a} → {b}")
     return out
+
+
+def _folder(approach: str, size: int, sizes: list[int]) -> str:
+    """RUN/<approach>, or RUN/<approach>-lstm<N> in a sweep of LSTM sizes for every size but the paper's."""
+    return approach if len(sizes) == 1 or size == HeadSettings.lstm_hidden else f"{approach}-lstm{size}"
+
+
+def _out(approach: str, size: int, seed: int, sizes: list[int], seeds: list[int]) -> str:
+    """The folder of one model, relative to RUN: <folder>, or <folder>/seed-<s> with several seeds."""
+    return _folder(approach, size, sizes) + (f"/seed-{seed}" if len(seeds) > 1 else "")
+
+
+def _union(before: list | None, now: list) -> list:
+    """`before` (a run.json list) then what `now` adds, in order, without repeats."""
+    kept = list(before) if isinstance(before, list) else []
+    return kept + [x for x in now if x not in kept]
 
 
 def _stream(*key: int) -> int:
