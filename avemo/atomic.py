@@ -1,7 +1,7 @@
 """avemo's own files, written whole or not at all and never through a planted link; and read back safely.
 
 Writers put the bytes into a temporary name beside the target (created with O_EXCL | O_NOFOLLOW, so a link
-planted at that name is never followed), then rename it over the target, so a kill never leaves half a
+planted at that name is never followed), fsync it, then rename it over the target, so a kill never leaves half a
 checkpoint, model, JSON or report behind. A target that is a symbolic link is refused: a run folder from
 someone else could otherwise point `report.md` or a checkpoint at one of the user's files. `ensure_dir`
 refuses symbolic links among the folders avemo creates inside a run.
@@ -62,6 +62,8 @@ def _replacing(path: Path) -> Iterator[IO[bytes]]:
     try:
         with os.fdopen(fd, "wb") as handle:
             yield handle
+            handle.flush()
+            os.fsync(handle.fileno())  # on disk before the rename makes it the file
         try:
             os.replace(tmp, path)
         except OSError as e:  # name the file the user knows, not our temporary one

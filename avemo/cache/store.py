@@ -33,6 +33,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from avemo.atomic import refuse_link, write_bytes
 from avemo.cache.images import ImageBlock, read_images, write_block
 from avemo.errors import AvemoError
 
@@ -77,11 +78,7 @@ class DamagedShard(AvemoError):
 def writable_folder(folder: Path) -> Path:
     """mkdir -p `folder` for avemo's own writes: never through a symbolic link, one clear line when refused."""
     folder = Path(folder)
-    if folder.is_symlink():
-        raise AvemoError(
-            f"{folder}: is a symbolic link (to {os.readlink(folder)}); avemo does not write through links, which "
-            "could overwrite another folder's files: replace the link by a folder"
-        )
+    refuse_link(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -90,29 +87,16 @@ def writable_folder(folder: Path) -> Path:
 
 
 def write_file(path: Path, data: bytes) -> None:
-    """`data` into `path` whole or not at all: a fresh PATH.tmp (O_EXCL | O_NOFOLLOW: a planted link is never
-    followed), fsync, renamed over `path`. A full disk or a read-only folder is one AvemoError naming the
-    cache, the free space and what to do; the partial .tmp is removed."""
+    """`data` into `path` whole or not at all (avemo.atomic: a fresh temporary, never a link's target, fsync,
+    rename). A full disk or a read-only folder is one AvemoError naming the cache, the free space and what to
+    do; the partial temporary is removed."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with contextlib.suppress(FileNotFoundError):
-        os.unlink(tmp)  # left by a killed run, or planted: unlink removes the name itself, never a link's target
     free = _free_bytes(path.parent)
     if free is not None and free < len(data) + (1 << 20):
         raise AvemoError(_no_space(path, len(data), free))
     try:
-        fd = os.open(tmp, _CREATE, 0o644)
-        try:
-            with os.fdopen(fd, "wb", closefd=False) as handle:
-                handle.write(data)
-                handle.flush()
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+        write_bytes(path, data)
     except OSError as e:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
         if e.errno in (errno.ENOSPC, errno.EDQUOT):
             raise AvemoError(_no_space(path, len(data), _free_bytes(path.parent))) from None
         raise AvemoError(f"{path}: cannot write it ({e.strerror}); {_write_remedy(path.parent)}") from None
@@ -122,11 +106,7 @@ def open_new(path: Path, text: bool = True):
     """A new file at `path` for avemo's own writes (errors.csv): the old file is removed first, then created with
     O_EXCL | O_NOFOLLOW. A symbolic link there is refused (it may point at one of the user's files)."""
     path = Path(path)
-    if path.is_symlink():
-        raise AvemoError(
-            f"{path}: is a symbolic link (to {os.readlink(path)}); avemo does not write through links, which could "
-            "overwrite another file: remove it"
-        )
+    refuse_link(path)
     try:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(path)
