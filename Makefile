@@ -48,7 +48,8 @@ bench: $(STAMP)
 	$(BIN)/avemo bench train
 
 lint: $(STAMP)
-	$(BIN)/ruff check avemo tests && $(BIN)/ruff format --check avemo tests
+	$(BIN)/ruff check avemo tests tools && $(BIN)/ruff format --check avemo tests tools
+	$(BIN)/python tools/function_lengths.py avemo
 
 clean:
 	rm -rf $(DEMO)

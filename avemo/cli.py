@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import MISSING, Field, fields, replace
 from pathlib import Path
 
 import click
+from click.core import ParameterSource
 
+from avemo.approaches import APPROACHES
 from avemo.errors import AvemoError
+from avemo.train.settings import JointSettings, TrainSettings
+
+CONTEXT = {"help_option_names": ["-h", "--help"]}  # every command: -h as --help (subcommands inherit it)
 
 
 class _Group(click.Group):
@@ -31,7 +37,7 @@ def _os_error(e: OSError) -> str:
     return f"{where}: {reason} ({check})" if where else f"{reason} ({type(e).__name__}; {check})"
 
 
-@click.group(cls=_Group)
+@click.group(cls=_Group, context_settings=CONTEXT)
 @click.version_option(package_name="avemo")
 def main() -> None:
     """Audio-visual emotion analysis of videos: extract → train → evaluate (see README.md)."""
@@ -41,11 +47,14 @@ def main() -> None:
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--clips", default=150, show_default=True, type=click.IntRange(min=2), help="Number of clips.")
 @click.option("--seed", default=0, show_default=True, type=int)
-def sample(out: Path, clips: int, seed: int) -> None:
+@click.option(
+    "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Processes writing clips (0: one per CPU)."
+)
+def sample(out: Path, clips: int, seed: int, workers: int) -> None:
     """Write the sample corpus: OUT/data/*.mp4, OUT/annotations/ (MediaEval format), OUT/clips.csv."""
     from avemo.datasets.sample import write_sample
 
-    manifest = write_sample(out, clips=clips, seed=seed)
+    manifest = write_sample(out, clips=clips, seed=seed, workers=workers or None)
     click.echo(f"sample: {clips} clips, manifest {manifest}")
 
 
@@ -143,17 +152,15 @@ def extract(
     validation_seed: int,
     **dataset_options,
 ) -> None:
-    """Decode each clip once (key frames, spectrograms) and export AlexNet fc7 features into CACHE."""
-    from avemo.datasets.load import check_ready, load_dataset
+    """Decode each clip once (key frames, spectrograms) and export AlexNet fc7 features into CACHE; what it
+    prints is also appended to CACHE/log.txt."""
+    from avemo import api
 
-    dataset = load_dataset(**dataset_options)
-    check_ready(dataset)  # every file present, both splits non-empty: refuse now (before importing torch), not hours later
-    clips = dataset.clips
-
+    # every file present, both splits non-empty: refused now (before importing torch), not hours later
+    dataset = api.dataset(**dataset_options)
     from avemo.extract.decode import DecodeSettings
     from avemo.extract.finetune import FinetuneSettings
     from avemo.extract.pipeline import ExtractSettings
-    from avemo.extract.pipeline import extract as run_extract
     from avemo.extract.spectrogram import SpectrogramSettings
 
     spectrogram = SpectrogramSettings(sample_rate=sample_rate)
@@ -175,12 +182,59 @@ def extract(
         finetune=tuning,
         spectrogram_input=spectrogram_input,
     )
-    run_extract(clips, cache, settings)
+    api.extract(dataset, cache, settings)
+
+
+def _option_fields(cls) -> list[Field]:
+    """The fields of a settings dataclass that are command-line options (their metadata holds the help)."""
+    return [f for f in fields(cls) if "help" in f.metadata]
+
+
+def _click_type(kind: str, spec: dict):
+    """The click type of a field: its choices, or its type within its bounds."""
+    if "choices" in spec:
+        return click.Choice(list(spec["choices"]))
+    bounds = {k: spec[k] for k in ("min", "max", "min_open", "max_open") if k in spec}
+    if kind == "int":
+        return click.IntRange(**bounds) if bounds else int
+    if kind == "float":
+        return click.FloatRange(**bounds) if bounds else float
+    return str
+
+
+def _settings_options(cls, prefix: str = ""):
+    """One option per field of `cls` with option metadata: --<prefix><field-name>, its help, default and bounds;
+    a bool field is a flag. The parameter is named <prefix><field_name> (dashes as underscores)."""
+
+    def decorate(command):
+        for f in reversed(_option_fields(cls)):
+            kind = str(f.type).replace(" ", "").split("|")[0]
+            name, param = f"--{prefix}{f.name}".replace("_", "-"), f"{prefix}{f.name}".replace("-", "_")
+            default = None if f.default is MISSING else f.default
+            if kind == "bool":
+                option = click.option(name, param, is_flag=True, help=f.metadata["help"])
+            else:
+                kind_of = _click_type(kind, f.metadata)
+                option = click.option(
+                    name, param, default=default, show_default=default is not None, type=kind_of, help=f.metadata["help"]
+                )
+            command = option(command)
+        return command
+
+    return decorate
 
 
 @main.command()
 @click.option(
-    "--cache", required=True, type=click.Path(file_okay=False, path_type=Path), help="Cache written by `avemo extract`."
+    "--config",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="A settings.json of `avemo train` (RUN/<approach>/settings.json): train with its settings (and its approach, "
+    "seed and LSTM size; the device is this machine's); the options given here override them.",
+)
+@click.option(
+    "--cache",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Cache written by `avemo extract` [required; with --config: the cache of the run it comes from].",
 )
 @click.option(
     "--run",
@@ -190,62 +244,15 @@ def extract(
     type=click.Path(file_okay=False, path_type=Path),
     help="Run directory to write (under torchrun write --run-dir: torchrun takes --run for its --run-path).",
 )
-@click.option(
-    "--approach", default="modal", show_default=True, type=click.Choice(["visual", "audio", "early", "late", "modal", "all"])
-)
-@click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="At most this many epochs.")
-@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Clips per minibatch.")
+@click.option("--approach", default="modal", show_default=True, type=click.Choice([*APPROACHES, "all"]))
 @click.option(
     "--lstm-hidden",
     default="256",
     show_default=True,
     help="LSTM units (paper: 256); a comma list such as 64,128,256,512 runs the paper's Fig. 2 sweep.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="First seed.")
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat with seeds SEED … SEED+N-1.")
-@click.option(
-    "--validation",
-    default=None,
-    type=click.FloatRange(min=0, max=1, max_open=True),
-    help="Fraction of the train clips held out to select the epoch [default: the split fixed at extraction, "
-    "else 0.1]; 0 keeps the last epoch.",
-)
-@click.option(
-    "--select",
-    default="loss",
-    show_default=True,
-    type=click.Choice(["loss", "accuracy", "last"]),
-    help="Keep the epoch with the best validation loss or accuracy, or the last.",
-)
-@click.option(
-    "--patience",
-    default=10,
-    show_default=True,
-    type=click.IntRange(min=0),
-    help="Stop after N epochs without a better validation score (0: never early).",
-)
-@click.option(
-    "--supervise",
-    default="every",
-    show_default=True,
-    type=click.Choice(["every", "last"]),
-    help="Loss on every second (paper: a prediction at each time step), or on each clip's last second only.",
-)
-@click.option(
-    "--late-from",
-    default="mlp",
-    show_default=True,
-    type=click.Choice(["mlp", "lstm"]),
-    help="Late fusion of two per-second MLP classifiers (paper eq. 14), or of the visual and audio LSTM heads.",
-)
-@click.option(
-    "--class-weights",
-    default="none",
-    show_default=True,
-    type=click.Choice(["none", "balanced"]),
-    help="Weight the loss by inverse class frequency.",
-)
+@_settings_options(TrainSettings)
 @click.option(
     "--alpha",
     default="learned",
@@ -262,8 +269,6 @@ def extract(
 @click.option(
     "--dropout", default=0.5, show_default=True, type=click.FloatRange(0, 1, max_open=True), help="MLP dropout (paper: 0.5)."
 )
-@click.option("--clip-grad", default=0.0, show_default=True, type=click.FloatRange(min=0), help="Max gradient norm (0: off).")
-@click.option("--deterministic", is_flag=True, help="torch deterministic algorithms (slower on GPU).")
 @click.option(
     "--memory",
     default="auto",
@@ -271,7 +276,6 @@ def extract(
     type=click.Choice(["auto", "ram", "mmap"]),
     help="Features in RAM, or memory-mapped from a copy in RUN (auto: mmap when larger than half the free memory).",
 )
-@click.option("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda when present).")
 @click.option("--joint", is_flag=True, help="Then tune a trained head and the cache's AlexNets end to end (docs/joint.md).")
 @click.option(
     "--joint-from",
@@ -281,97 +285,116 @@ def extract(
     help="Head of RUN to tune (trained first if RUN has none).",
 )
 @click.option("--joint-seed", default=None, type=int, help="Seed folder to tune in a run trained with several seeds.")
-@click.option(
-    "--joint-layers",
-    default="fc",
-    show_default=True,
-    type=click.Choice(["fc", "all"]),
-    help="fc: fc6-fc7 on cached pool5 (convolutions frozen); all: every layer, from cached images.",
-)
-@click.option("--joint-epochs", default=3, show_default=True, type=click.IntRange(min=0), help="0: only predict/export.")
-@click.option("--joint-lr", default=0.001, show_default=True, type=click.FloatRange(min=0), help="Learning rate of the head.")
-@click.option(
-    "--joint-backbone-lr",
-    default=0.0001,
-    show_default=True,
-    type=click.FloatRange(min=0),
-    help="Learning rate of the AlexNets (0 freezes them).",
-)
-@click.option(
-    "--joint-select",
-    default="loss",
-    show_default=True,
-    type=click.Choice(["loss", "last"]),
-    help="Keep the joint epoch (0: the start) with the lowest validation loss, or the last.",
-)
-@click.option("--joint-batch-size", default=32, show_default=True, type=click.IntRange(min=1), help="Clips per minibatch.")
+@_settings_options(JointSettings, "joint-")
 @click.option(
     "--export-features",
     type=click.Path(file_okay=False, path_type=Path),
     help="With --joint: write fc7 of the tuned AlexNets as a cache DIR for `avemo train --cache DIR`.",
 )
+@click.pass_context
 def train(
-    cache: Path,
+    ctx: click.Context,
+    config: Path | None,
+    cache: Path | None,
     run_dir: Path,
     approach: str,
     lstm_hidden: str,
-    seed: int,
     seeds: int,
-    alpha: str,
-    alpha_audio: float,
-    alpha_visual: float,
-    dropout: float,
     memory: str,
-    device: str | None,
     joint: bool,
     joint_from: str,
     joint_seed: int | None,
-    joint_layers: str,
-    joint_epochs: int,
-    joint_lr: float,
-    joint_backbone_lr: float,
-    joint_batch_size: int,
-    joint_select: str,
     export_features: Path | None,
     **options,
 ) -> None:
     """Train the paper's heads on the cache's train split; write predictions into RUN (an interrupted run
     resumes when started again with the same command). With --joint, then run the joint end-to-end pass
-    from RUN's trained head (training that head first if RUN has none) into RUN/joint."""
-    try:
-        sizes = [int(v) for v in lstm_hidden.split(",")]
-    except ValueError:
-        raise click.BadParameter(f"{lstm_hidden!r} is not a comma list of integers", param_hint="--lstm-hidden") from None
-    if min(sizes) < 1 or len(set(sizes)) != len(sizes):
-        raise click.BadParameter("sizes must be positive and distinct", param_hint="--lstm-hidden")
-    from avemo.train.heads import APPROACHES, HeadSettings
-    from avemo.train.trainer import TrainSettings
-    from avemo.train.trainer import train as run_train
-
-    head = HeadSettings(alpha_audio=alpha_audio, alpha_visual=alpha_visual, learn_alpha=alpha == "learned", dropout=dropout)
-    settings = TrainSettings(head=head, seed=seed, **options, **({"device": device} if device else {}))
-    approaches = list(APPROACHES) if approach == "all" else [approach]
+    from RUN's trained head (training that head first if RUN has none) into RUN/joint. What it prints is
+    also appended to RUN/log.txt."""
+    given = set(ctx.params) if config is None else _given(ctx)
+    sizes = _lstm_sizes(lstm_hidden) if "lstm_hidden" in given else None
     if export_features and not joint:
         raise click.BadParameter("needs --joint", param_hint="--export-features")
-    if joint and any((run_dir / joint_from).glob("**/model.pt")):
-        print(f"joint: tuning the trained head in {run_dir / joint_from}")
-    else:
-        approaches += [joint_from] if joint and joint_from not in approaches else []
-        run_train(cache, run_dir, approaches, settings, seeds=list(range(seed, seed + seeds)), lstm_sizes=sizes, memory=memory)
+    base = _config(config) if config else None
+    if cache is None:
+        cache = _recorded_cache(config)
+    settings = _train_settings(base, options, given)
+    if "approach" not in given:
+        approach = settings.head.approach
+    tuning = None
     if joint:
-        from avemo.train.joint import JointSettings, joint_train
+        values = {f.name: options[f"joint_{f.name}"] for f in _option_fields(JointSettings)}
+        tuning = JointSettings(**values, seed=settings.seed, device=settings.device)
+    from avemo import api
 
-        tuning = JointSettings(
-            layers=joint_layers,
-            epochs=joint_epochs,
-            lr=joint_lr,
-            backbone_lr=joint_backbone_lr,
-            batch_size=joint_batch_size,
-            select=joint_select,
-            seed=seed,
-            **({"device": device} if device else {}),
+    api.train(
+        cache,
+        run_dir,
+        approach,
+        settings,
+        seeds=list(range(settings.seed, settings.seed + seeds)),
+        lstm_sizes=sizes or [settings.head.lstm_hidden],
+        memory=memory,
+        joint=tuning,
+        joint_from=joint_from,
+        joint_seed=joint_seed,
+        export=export_features,
+    )
+
+
+def _given(ctx: click.Context) -> set[str]:
+    """The parameters given on the command line (or by the environment), not left at their defaults."""
+    return {name for name in ctx.params if ctx.get_parameter_source(name) not in (None, ParameterSource.DEFAULT)}
+
+
+def _lstm_sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise click.BadParameter(f"{text!r} is not a comma list of integers", param_hint="--lstm-hidden") from None
+    if min(sizes) < 1 or len(set(sizes)) != len(sizes):
+        raise click.BadParameter("sizes must be positive and distinct", param_hint="--lstm-hidden")
+    return sizes
+
+
+def _recorded_cache(config: Path | None) -> Path:
+    """The cache named by the run.json of the run a --config file belongs to (RUN/<model>[/seed-<s>]/settings.json)."""
+    from avemo.runfolder import RUN_JSON, cache_of
+
+    for folder in list(config.resolve().parents)[:3] if config else []:
+        if (folder / RUN_JSON).is_file():
+            return cache_of(folder)
+    where = f" (no {RUN_JSON} above {config} names one)" if config else ""
+    raise click.UsageError(f"Missing option '--cache'{where}.")
+
+
+def _config(path: Path) -> TrainSettings:
+    """The TrainSettings of a settings.json, checked: a head's (late fusion's per-second classifiers are parts
+    of RUN/late, not approaches)."""
+    base = TrainSettings.from_json(path)
+    if base.head.temporal != "lstm" or base.head.approach not in APPROACHES:
+        raise AvemoError(
+            f"{path}: the settings of one of late fusion's per-second classifiers, not of an approach; give "
+            "RUN/late/settings.json"
         )
-        joint_train(cache, run_dir, tuning, approach=joint_from, export=export_features, seed=joint_seed)
+    return base
+
+
+def _train_settings(base: TrainSettings | None, options: dict, given: set[str]) -> TrainSettings:
+    """The options given, over the --config file's settings (`base`) or the defaults. The file's device is not
+    used: the device is where a run trains, not how (a resumed run ignores it too)."""
+    from avemo.approaches import default_device
+    from avemo.train.heads import HeadSettings
+
+    values = {f.name: options[f.name] for f in _option_fields(TrainSettings) if f.name in given}
+    if values.get("device") is None:
+        values["device"] = default_device()
+    head = base.head if base else HeadSettings()
+    changes = {k: options[k] for k in ("dropout", "alpha_audio", "alpha_visual") if k in given}
+    if "alpha" in given:
+        changes["learn_alpha"] = options["alpha"] == "learned"
+    head = replace(head, **changes)
+    return replace(base, head=head, **values) if base else TrainSettings(head=head, **values)
 
 
 @main.command()
@@ -385,9 +408,9 @@ def evaluate(run_dir: Path, bootstrap: int, seed: int, no_plots: bool) -> None:
     """Score the run's test predictions next to the majority-class baseline (accuracy with 95% CI, balanced
     accuracy, macro-F1, per-class precision/recall, McNemar tests); write results.json, results.csv,
     report.md, plots/*.png and mediaeval/*.txt run files into RUN, and print the table."""
-    from avemo.evaluate.report import evaluate as run_evaluate
+    from avemo import api
 
-    run_evaluate(run_dir, resamples=bootstrap, seed=seed, plots=not no_plots)
+    api.evaluate(run_dir, resamples=bootstrap, seed=seed, plots=not no_plots)
 
 
 @main.command()
@@ -409,12 +432,13 @@ def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, ou
 
     A file that cannot be used gets one `Error:` line on stderr; the others still come out, and the exit
     status is 1 if any failed."""
+    from avemo import api
     from avemo.atomic import check_writable, write_text
-    from avemo.predict import predict_videos, to_csv, to_json
+    from avemo.predict import to_csv, to_json
 
     if output is not None:
         check_writable(output)  # before any decoding: all the work would be lost at the end
-    result = predict_videos(
+    result = api.predict(
         run_dir,
         list(videos),
         approach,

@@ -23,15 +23,16 @@ import pytest
 from avemo.cache import DamagedShard, ShardStore, cache_lock, check_cache
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import build_alexnet, weights_sha256
+from avemo.extract.alexnet import build_alexnet, fc7_width, pool5_width, weights_sha256
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 from avemo.train.data import load_features
 
 from helpers import make_clip
 
+# the tiny AlexNet-shaped network: what is checked here is the cache, not the network
 SETTINGS = ExtractSettings(
-    weights="none", workers=1, clips_per_shard=2, batch_size=8, finetune=FinetuneSettings(epochs=1, batch_size=8)
+    weights="tiny", workers=1, clips_per_shard=2, batch_size=8, finetune=FinetuneSettings(epochs=1, batch_size=8)
 )
 # name, seconds, split, arousal: three media shards of two clips; 4 train clips: no validation split held out
 CLIPS = [("a", 1.3, "train", -1), ("b", 1.6, "train", 1), ("c", 1.2, "train", 0), ("d", 2.1, "train", 1)]
@@ -264,7 +265,8 @@ def pool5_as_features(cache):
     with h5py.File(path, "r+") as f:
         f.attrs["kind"] = "features"
     listed["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return manifest, r"'visual' is \[\d+, 9216\] float16, not \[seconds, 4096\] float16"
+    alexnet = build_alexnet(SETTINGS.weights, SETTINGS.seed)
+    return manifest, rf"'visual' is \[\d+, {pool5_width(alexnet)}\] float16, not \[seconds, {fc7_width(alexnet)}\] float16"
 
 
 def clip_twice(cache):

@@ -17,16 +17,24 @@ def run(*args: str):
     return CliRunner().invoke(main, [str(a) for a in args])
 
 
-def test_extract_train_evaluate_on_the_sample_corpus(tmp_path, sample_corpus):
-    cache, run_dir = tmp_path / "cache", tmp_path / "run"
-    result = run("extract", "--manifest", sample_corpus, "--cache", cache, "--weights", "none", "--batch-size", "16")
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, sample_corpus):
+    """`avemo extract` and `avemo train --approach all` on the sample corpus: (cache, run, their outputs)."""
+    root = tmp_path_factory.mktemp("cli")
+    cache, run_dir = root / "cache", root / "run"
+    extracted = run("extract", "--manifest", sample_corpus, "--cache", cache, "--weights", "none", "--batch-size", "16")
+    assert extracted.exit_code == 0, extracted.output
+    result = run("train", "--cache", cache, "--run", run_dir, "--approach", "all", "--epochs", "2")
     assert result.exit_code == 0, result.output
-    assert "decode: 18 clips done" in result.output and "fc7: 18 clips done" in result.output
+    return cache, run_dir, extracted.output
+
+
+def test_extract_train_evaluate_on_the_sample_corpus(trained):
+    cache, run_dir, extracted = trained
+    assert "decode: 18 clips done" in extracted and "fc7: 18 clips done" in extracted
     features = load_features(cache)
     assert all(g.startswith("Sample_Movie_") for g in features.groups)  # movies reach the cache
 
-    result = run("train", "--cache", cache, "--run", run_dir, "--approach", "all", "--epochs", "2")
-    assert result.exit_code == 0, result.output
     assert all((run_dir / a / "predictions.csv").is_file() for a in ("visual", "audio", "early", "late", "modal"))
 
     result = run("evaluate", "--run", run_dir)
@@ -37,6 +45,67 @@ def test_extract_train_evaluate_on_the_sample_corpus(tmp_path, sample_corpus):
     assert set(results["approaches"]) == {"visual", "audio", "early", "late", "modal"}
     assert sum(results["test_counts"].values()) == results["test_clips"] > 0
     assert 0 < results["majority_accuracy"] < 1
+
+
+def test_train_config_reruns_a_recorded_run(tmp_path, trained):
+    cache, run_dir, _ = trained
+    config = run_dir / "modal" / "settings.json"
+    again = tmp_path / "again"
+    result = run("train", "--config", config, "--run", again)  # the cache: the one RUN/run.json names
+    assert result.exit_code == 0, result.output
+    assert (again / "modal" / "predictions.csv").read_text() == (run_dir / "modal" / "predictions.csv").read_text()
+    assert json.loads((again / "modal" / "settings.json").read_text()) == json.loads(config.read_text())
+    assert not (again / "visual").exists()  # the file's approach
+
+    # options given override the file, the others (here a head size that has no option) are kept
+    edited = json.loads(config.read_text())
+    edited["head"]["hidden"], edited["seed"], edited["late_from"] = 16, 5, "lstm"
+    (tmp_path / "edited.json").write_text(json.dumps(edited))
+    args = ["--config", tmp_path / "edited.json", "--cache", cache, "--run", tmp_path / "other", "--epochs", "1"]
+    result = run("train", *args, "--approach", "late")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "other" / "late" / "settings.json").read_text())
+    assert saved["epochs"] == 1 and saved["seed"] == 5 and saved["late_from"] == "lstm" and saved["head"]["hidden"] == 16
+    assert (tmp_path / "other" / "visual" / "model.pt").is_file()  # late from the LSTM heads, as the file says
+
+
+@pytest.mark.parametrize(
+    "contents, message",
+    [
+        ({"epochs": 2, "bogus": 1}, "unknown setting bogus"),
+        ({"epochs": "two"}, 'epochs "two": must be an integer'),
+        ({"head": {"approach": "visual", "temporal": "none"}}, "one of late fusion's per-second classifiers"),
+    ],
+)
+def test_a_wrong_config_is_one_error_line(tmp_path, contents, message):
+    (tmp_path / "settings.json").write_text(json.dumps(contents))
+    result = run("train", "--config", tmp_path / "settings.json", "--cache", tmp_path, "--run", tmp_path / "run")
+    assert result.exit_code == 1 and result.output.count("Error:") == 1 and message in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "run").exists()
+
+
+def test_cache_and_run_keep_a_log_of_every_command(tmp_path, trained, sample_corpus):
+    cache, run_dir, _ = trained
+    logs = {"extract": (cache / "log.txt").read_text(), "train": (run_dir / "log.txt").read_text()}
+    for command, text in logs.items():
+        assert f"avemo 0.1.0: {command}\n" in text and "\n== finished after " in text and "\r" not in text
+    assert "   weights: none\n" in logs["extract"] and "   batch_size: 16\n" in logs["extract"]
+    assert "decode: 18 clips done" in logs["extract"] and "fc7: 18 clips done" in logs["extract"]
+    assert "   epochs: 2\n" in logs["train"] and "   approaches: ['visual', 'audio', 'early', 'late', 'modal']" in logs["train"]
+    assert "train: " in logs["train"] and "modal: validation accuracy" in logs["train"]
+
+    # a failing command: its Error line and a failed footer
+    result = run("train", "--cache", tmp_path / "none", "--run", run_dir, "--epochs", "2")
+    assert result.exit_code == 1
+    error = [line for line in result.output.splitlines() if line.startswith("Error: ")][0]
+    lines = (run_dir / "log.txt").read_text().splitlines()
+    assert lines[-2].endswith(error) and lines[-1].startswith("== failed after ")
+
+
+@pytest.mark.parametrize("command", [[], ["train"], ["extract"], ["datasets", "summary"], ["bench", "train"]])
+def test_h_is_help(command):
+    short, long = run(*command, "-h"), run(*command, "--help")
+    assert short.exit_code == 0 and short.output == long.output and "Usage: " in short.output
 
 
 @pytest.mark.parametrize(

@@ -11,15 +11,17 @@ import torch
 from avemo.cache import ShardStore, cache_lock
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
+from avemo.train.trainer import TrainSettings, train
 
 from helpers import make_clip
 
-# fc7 of the given weights (no fine-tuning: tests/test_finetune.py), so clips can be added to a cache later
-SMALL = ExtractSettings(weights="none", clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
+# fc7 of the given weights (no fine-tuning: tests/test_finetune.py), so clips can be added to a cache later; the
+# tiny AlexNet-shaped network: these tests check the plumbing (a full-size AlexNet: test_finetune.py, test_cli.py)
+SMALL = ExtractSettings(weights="tiny", clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
 
 
 @pytest.fixture
@@ -68,12 +70,12 @@ def test_extract_writes_shards_logs_bad_clips_and_resumes(tmp_path, corpus, caps
     assert list(index["has_audio"]) == [1, 1, 0, 1] and list(index["arousal"]) == [-1, 1, 0, 1]
     assert list(index["split"]) == ["train", "test", "train", "test"] and set(index["valence"]) == {-128}
     visual, audio = features.read_seconds("visual"), features.read_seconds("audio")
-    assert visual.shape == audio.shape == (8, 4096) and visual.dtype == np.float16
+    assert visual.shape == audio.shape == (8, TINY_WIDTH) and visual.dtype == np.float16
     assert np.isfinite(visual).all() and not np.array_equal(visual, audio)
 
     # the features are AlexNet fc7 of the cached key frames
     key_frames = media.read_seconds("key_frames")
-    model = Fc7(build_alexnet("none", seed=0))
+    model = Fc7(build_alexnet("tiny", seed=0))
     np.testing.assert_allclose(fc7_features(model, key_frames[:3]), visual[:3], rtol=1e-2, atol=1e-4)
     with h5py.File(cache / "media" / media.manifest["shards"][0]["file"]) as f:
         assert f.attrs["schema_version"] == 1 and f["key_frame_time"].shape == (5,)
@@ -158,10 +160,16 @@ def test_weights_from_a_local_state_dict(tmp_path):
     model.classifier[6] = torch.nn.Linear(4096, 3)
     torch.save({"state_dict": model.state_dict()}, tmp_path / "finetuned.pt")
     assert build_alexnet(str(tmp_path / "finetuned.pt")).classifier[6].out_features == 3
+    # so does a tiny one: the layer widths come from the state dict
+    tiny = build_alexnet("tiny", seed=3)
+    tiny.classifier[6] = torch.nn.Linear(TINY_WIDTH, 3)
+    torch.save(tiny.state_dict(), tmp_path / "tiny.pt")
+    loaded = build_alexnet(str(tmp_path / "tiny.pt"))
+    assert weights_sha256(loaded) == weights_sha256(tiny) and loaded.classifier[4].out_features == TINY_WIDTH
 
 
 def test_bad_weights_get_one_clear_line(tmp_path):
-    with pytest.raises(AvemoError, match="not 'imagenet', 'none' or an existing state-dict file"):
+    with pytest.raises(AvemoError, match="not 'imagenet', 'none', 'tiny' or an existing state-dict file"):
         build_alexnet(str(tmp_path / "missing.pt"))
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(AvemoError, match="cannot load a state dict"):
@@ -169,3 +177,31 @@ def test_bad_weights_get_one_clear_line(tmp_path):
     torch.save({"conv.weight": torch.zeros(2)}, tmp_path / "other.pt")
     with pytest.raises(AvemoError, match="not an AlexNet state dict"):
         build_alexnet(str(tmp_path / "other.pt"))
+
+
+def test_a_tiny_backbone_gives_features_of_its_width_and_train_accepts_them(tmp_path, corpus):
+    """--weights tiny: an AlexNet-shaped network with few channels and a narrow fc7, for plumbing tests."""
+    cache = tmp_path / "cache"
+    extract(corpus, cache, SMALL)  # weights tiny
+    tiny = build_alexnet("tiny", seed=0)
+    width = tiny.classifier[4].out_features
+    assert width == TINY_WIDTH < 4096 and [type(m).__name__ for m in tiny.classifier] == [
+        "Dropout", "Linear", "ReLU", "Dropout", "Linear", "ReLU", "Linear",
+    ]  # fmt: skip
+    features = ShardStore(cache / "features", "features")
+    assert features.settings["weights"] == "tiny" and features.settings["width"] == width
+    visual, audio = features.read_seconds("visual"), features.read_seconds("audio")
+    assert visual.shape == audio.shape == (8, width) and visual.dtype == np.float16 and np.isfinite(visual).all()
+    key_frames = ShardStore(cache / "media", "media").read_seconds("key_frames")
+    np.testing.assert_allclose(fc7_features(Fc7(tiny), key_frames[:3]), visual[:3], rtol=1e-2, atol=1e-4)
+
+    train(cache, tmp_path / "run", ["modal"], TrainSettings(epochs=2, batch_size=2))
+    saved = torch.load(tmp_path / "run" / "modal" / "model.pt", weights_only=True)
+    assert saved["settings"]["head"]["feature_dim"] == width
+
+    # readers check the width the store records
+    manifest = json.loads((cache / "features" / "manifest.json").read_text())
+    manifest["settings"]["width"] = width + 1
+    (cache / "features" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AvemoError, match=f"'visual' is \\[5, {width}\\] float16, not \\[seconds, {width + 1}\\] float16"):
+        ShardStore(cache / "features", "features").read_seconds("visual")

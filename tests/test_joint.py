@@ -1,12 +1,14 @@
-"""The joint end-to-end pass on a real (tiny) cache: real mp4, real extraction with fine-tuning, a real head."""
+"""The joint end-to-end pass on a real (tiny) cache: real mp4, real extraction with fine-tuning, a real head.
+The AlexNets are `--weights tiny` ones (AlexNet's layers, few channels, 64-d fc7): the pass's plumbing is the
+same as with full-size ones, at a fraction of the time (the demo runs it on full-size AlexNets)."""
 
 import csv
 import hashlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
-import time
 from dataclasses import replace
 
 import h5py
@@ -14,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 
-from avemo.cache import ShardStore
+from avemo.cache import ShardStore, models
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
 from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
@@ -58,7 +60,7 @@ def made(tmp_path_factory):
     extract(
         read_manifest(root / "clips.csv"),
         root / "cache",
-        ExtractSettings(weights="none", clips_per_shard=4, workers=1, finetune=tune),
+        ExtractSettings(weights="tiny", clips_per_shard=4, workers=1, finetune=tune),
     )
     train(root / "cache", root / "run", ["modal"], HEAD)
     return root
@@ -132,6 +134,9 @@ def test_export_is_a_feature_cache_of_the_tuned_backbones(joint):
         assert not np.array_equal(exported, source.read_seconds(modality))  # new features, not a copy
         assert weights_sha256(build_alexnet(str(out / "models" / f"{modality}.pt"))) == settings["tuned_sha256"][modality]
     assert (out / "media").resolve() == (joint / "cache" / "media").resolve()
+    for modality in ("visual", "audio"):  # the models manifest, read through its owner, vouches for them
+        assert models.entry(out / "models", modality, settings)["sha256"] == settings["tuned_sha256"][modality]
+        assert models.load(out / "models", modality, settings["tuned_sha256"][modality]) is not None
     # `avemo train --cache OUT` works on it
     train(out, joint / "run-on-export", ["modal"], TrainSettings(head=HEAD.head, epochs=1, batch_size=4, validation=0))
     assert (joint / "run-on-export" / "modal" / "predictions.csv").is_file()
@@ -197,22 +202,37 @@ def test_test_clips_never_influence_the_tuned_weights(joint, tmp_path):
     assert not np.allclose(p[test], reference[test])  # the test inputs did change
 
 
-def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path, capsys):
+KILLED = """import os, signal, sys
+from avemo.train import engine
+from avemo.train.joint import JointSettings, joint_train
+save_last, saved = engine._save_last, []
+def save_then_die(*args):  # SIGKILL right after the checkpoint of epoch {epoch}
+    save_last(*args)
+    saved.append(1)
+    if len(saved) == {epoch}:
+        os.kill(os.getpid(), signal.SIGKILL)
+engine._save_last = save_then_die
+joint_train({call})
+"""
+
+
+@pytest.mark.parametrize("epoch", [1, 2])  # killed after epoch 1, or after the last one (while predicting)
+def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path, capsys, epoch):
     run = tmp_path / "run"
     shutil.copytree(joint / "run" / "modal", run / "modal")
     script = tmp_path / "joint.py"
-    call = f"joint_train({str(joint / 'cache')!r}, {str(run)!r}, {FAST!r})"  # the fixture's pass, uninterrupted there
-    script.write_text(f"from avemo.train.joint import JointSettings, joint_train\n{call}\n")
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 300
-    while not (run / "joint" / "last.pt").exists() and child.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.01)
-    child.kill()  # SIGKILL right after the checkpoint of epoch 1
-    child.wait()
+    call = f"{str(joint / 'cache')!r}, {str(run)!r}, {FAST!r}"  # the fixture's pass, uninterrupted there
+    script.write_text(KILLED.format(epoch=epoch, call=call))
+    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
     assert (run / "joint" / "last.pt").is_file() and not (run / "joint" / "predictions.csv").exists()
     capsys.readouterr()
     joint_train(joint / "cache", run, FAST)
-    assert "resuming after epoch 1" in capsys.readouterr().out
+    said = capsys.readouterr().out
+    if epoch < FAST.epochs:
+        assert f"joint: resuming after epoch {epoch}" in said
+    else:  # the training was finished: nothing is trained again
+        assert "resuming" not in said and "joint epoch" not in said
     assert not (run / "joint" / "last.pt").exists()
     for name in ("visual.pt", "audio.pt", "model.pt"):
         a = torch.load(run / "joint" / name, weights_only=True)
@@ -222,6 +242,7 @@ def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path,
     log = list(csv.DictReader(open(run / "joint" / "log.csv")))
     reference = list(csv.DictReader(open(joint / "run" / "joint" / "log.csv")))
     assert [r["train_loss"] for r in log] == [r["train_loss"] for r in reference]
+    assert (run / "joint" / "predictions.csv").read_text() == (joint / "run" / "joint" / "predictions.csv").read_text()
 
 
 def test_mode_all_tunes_the_convolutions_from_the_cached_images(made, tmp_path):
@@ -234,22 +255,42 @@ def test_mode_all_tunes_the_convolutions_from_the_cached_images(made, tmp_path):
     assert json.loads((run / "joint" / "settings.json").read_text())["layers"] == "all"
 
 
-def test_two_ranks_under_torchrun(made, tmp_path):
-    run = tmp_path / "run"
-    shutil.copytree(made / "run" / "modal", run / "modal")
+def test_two_ranks_under_torchrun_equal_one_process(made, tmp_path):
+    """Each rank takes every other clip of each batch and the averaged gradients are the whole batch's (dropout
+    off: the head's is 0 here, AlexNet's is always off in the pass): the same losses, weights and predictions as
+    one process, up to rounding; a short last batch leaves rank 1 without clips, and it still takes part."""
+    head = replace(HEAD, head=replace(HEAD.head, dropout=0))
+    train(made / "cache", tmp_path / "one", ["modal"], head)
+    shutil.copytree(tmp_path / "one" / "modal", tmp_path / "two" / "modal")
+    validation = torch.load(tmp_path / "one" / "modal" / "model.pt", weights_only=True)["validation"]
+    tuned = 7 - len(validation)  # train clips
+    assert tuned >= 3
+    settings = replace(FAST, batch_size=tuned - 1, device="cpu")  # batches of tuned - 1 and 1 clips
     script = tmp_path / "joint.py"
-    script.write_text(
-        "import sys\nfrom avemo.train.joint import JointSettings, joint_train\n"
-        "joint_train(sys.argv[1], sys.argv[2], JointSettings(epochs=1, batch_size=8))\n"
-    )
+    call = f"joint_train(sys.argv[1], sys.argv[2], {settings!r})"
+    script.write_text(f"import sys\nfrom avemo.train.joint import JointSettings, joint_train\n{call}\n")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
-    result = subprocess.run([*command, str(made / "cache"), str(run)], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([*command, str(made / "cache"), str(tmp_path / "two")], capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 0/2] joint predict" in result.stdout and "[rank 1/2] joint predict" in result.stdout
-    ids, p = probabilities(run / "joint" / "predictions.csv")
+    joint_train(made / "cache", tmp_path / "one", settings)
+    one, two = tmp_path / "one" / "joint", tmp_path / "two" / "joint"
+    ids, p = probabilities(two / "predictions.csv")
     assert len(ids) == len(CLIPS) and np.allclose(p.sum(1), 1, atol=1e-5)
+    assert ids == probabilities(one / "predictions.csv")[0]
+    np.testing.assert_allclose(p, probabilities(one / "predictions.csv")[1], atol=1e-4)
+    logs = [list(csv.DictReader(open(folder / "log.csv"))) for folder in (one, two)]
+    assert [int(r["epoch"]) for r in logs[1]] == [1, 2]
+    for a, b in zip(*logs):
+        for column in ("train_loss", "validation_loss", "validation_accuracy"):
+            assert float(a[column]) == pytest.approx(float(b[column]), abs=1e-4)
+    for name in ("visual.pt", "audio.pt", "model.pt"):
+        a, b = (torch.load(folder / name, weights_only=True) for folder in (one, two))
+        a, b = a.get("model", a), b.get("model", b)
+        for key, value in a.items():
+            torch.testing.assert_close(b[key], value, rtol=1e-3, atol=1e-5, msg=f"{name} {key}")
     before = build_alexnet(str(made / "cache" / "models" / "audio.pt"))
-    after = build_alexnet(str(run / "joint" / "audio.pt"))
+    after = build_alexnet(str(two / "audio.pt"))
     assert not torch.equal(after.classifier[1].weight, before.classifier[1].weight)
     assert torch.equal(after.features[0].weight, before.features[0].weight)
 
@@ -257,7 +298,7 @@ def test_two_ranks_under_torchrun(made, tmp_path):
 def test_user_errors_are_one_clear_line(made, tmp_path):
     with pytest.raises(AvemoError, match="no trained head here; train it first"):
         joint_train(made / "cache", tmp_path / "nothing", approach="early")
-    with pytest.raises(AvemoError, match="late fusion has no single head"):
+    with pytest.raises(AvemoError, match="approach late: no single head to tune jointly"):
         joint_train(made / "cache", made / "run", approach="late")
     seeds = tmp_path / "seeds"
     for seed in (0, 1):
@@ -315,3 +356,22 @@ def test_the_epoch_of_lowest_validation_loss_is_kept_and_the_start_is_a_candidat
         assert weights_sha256(build_alexnet(str(run / "joint" / "visual.pt"))) == weights_sha256(
             build_alexnet(str(made / "cache" / "models" / "visual.pt"))
         )
+
+
+def test_the_models_store_writes_and_checks_what_it_holds(tmp_path):
+    """CACHE/models through its one owner: a model and its manifest entry, reused only for the same settings
+    and the same weights; a manifest of other settings is replaced."""
+    folder, net = tmp_path / "models", build_alexnet("tiny")
+    sha = weights_sha256(net)
+    models.save(folder, "visual", net.state_dict(), sha, {"mode": "fc", "epochs": (2,)}, epochs=2)
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert manifest["kind"] == "models" and manifest["models"]["visual"] == {"file": "visual.pt", "sha256": sha, "epochs": 2}
+    assert models.entry(folder, "visual", {"mode": "fc", "epochs": [2]})["sha256"] == sha  # as JSON reads it back
+    assert models.entry(folder, "visual", {"mode": "all"}) is None and models.entry(folder, "audio", manifest["settings"]) is None
+    assert weights_sha256(models.load(folder, "visual", sha)) == sha
+    assert models.load(folder, "visual", "0" * 64) is None and models.load(folder, "audio", sha) is None
+    models.place(folder, "audio", folder / "visual.pt", sha, {"mode": "all"})  # other settings: a new manifest
+    assert set(json.loads((folder / "manifest.json").read_text())["models"]) == {"audio"}
+    assert (folder / "audio.pt").stat().st_ino == (folder / "visual.pt").stat().st_ino  # a hard link, not a copy
+    (folder / "visual.pt").write_bytes(b"not a model")  # (the hard link shares the damage)
+    assert models.load(folder, "audio", sha) is None

@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
+from avemo.approaches import APPROACHES
 from avemo.cli import main
 from avemo.errors import AvemoError
 from avemo.evaluate.report import evaluate
-from avemo.evaluate.runs import APPROACHES
 
 # The fixed test set of test_metrics.py (accuracy 0.6), ten train clips (majority: calm).
 TRUE = [-1, -1, -1, -1, 0, 0, 0, 1, 1, 1]
@@ -131,6 +131,8 @@ def test_a_bad_label_names_the_file_and_line(run):
 
 
 def test_evaluate_knows_the_trainers_approaches():
+    from avemo.runfolder import parse_folder
     from avemo.train.heads import APPROACHES as TRAINED
 
-    assert APPROACHES == TRAINED
+    assert APPROACHES == TRAINED  # one table (avemo.approaches) for the trainer and the reports
+    assert all(parse_folder(a) == (a, "") and parse_folder(f"{a}-lstm64") == (a, "lstm64") for a in (*TRAINED, "joint"))

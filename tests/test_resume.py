@@ -13,11 +13,12 @@ from avemo.datasets.manifest import write_manifest
 
 from helpers import make_clip
 
+# the tiny AlexNet-shaped network (fine-tuning fc): what is checked is resuming, not the network
 SCRIPT = """
 import sys
 from avemo.datasets.manifest import read_manifest
 from avemo.extract.pipeline import ExtractSettings, extract
-extract(read_manifest(sys.argv[1]), sys.argv[2], ExtractSettings(weights="none", clips_per_shard=1, workers=1, batch_size=8))
+extract(read_manifest(sys.argv[1]), sys.argv[2], ExtractSettings(weights="tiny", clips_per_shard=1, workers=1, batch_size=8))
 """
 
 

@@ -1,7 +1,8 @@
 """Before/after figures for issue 11 items 1-2: audio timeline and last-second rule in avemo/extract/decode.py.
 
 Run from the repository root:  .venv/bin/python tools/measure_decode.py
-"Old" is `git show 0a8db6c:avemo/extract/decode.py`, the decoder before issue 11 (or OLD=path/to/decode.py), "new" the working tree's.
+"Old" is `git show 0a8db6c:avemo/extract/decode.py`, the decoder before issue 11 (or OLD=path/to/decode.py),
+"new" the working tree's.
 Reference: the ffmpeg CLI of imageio-ffmpeg:
   ffmpeg -i X -vn -af aresample=16000:async=1:first_pts=0 -ac 1 -f f32le -
 cut into 1-s rows and turned into spectrograms by avemo.extract.spectrogram.spectrogram_images.
@@ -28,7 +29,8 @@ RATE = 16000
 
 def load_old():
     source = os.environ.get("OLD")
-    text = Path(source).read_text() if source else subprocess.check_output(["git", "show", "0a8db6c:avemo/extract/decode.py"], text=True)
+    old = ["git", "show", "0a8db6c:avemo/extract/decode.py"]
+    text = Path(source).read_text() if source else subprocess.check_output(old, text=True)
     path = Path(tempfile.mkdtemp()) / "decode_old.py"
     path.write_text(text)
     spec = importlib.util.spec_from_file_location("decode_old", path)
@@ -44,9 +46,24 @@ def ff(*args):
 
 def ff_audio(path):
     out = subprocess.run(
-        [FFMPEG, "-nostdin", "-loglevel", "error", "-i", str(path), "-vn", "-af",
-         f"aresample={RATE}:async=1:first_pts=0", "-ac", "1", "-f", "f32le", "-"],
-        capture_output=True, check=True,
+        [
+            FFMPEG,
+            "-nostdin",
+            "-loglevel",
+            "error",
+            "-i",
+            str(path),
+            "-vn",
+            "-af",
+            f"aresample={RATE}:async=1:first_pts=0",
+            "-ac",
+            "1",
+            "-f",
+            "f32le",
+            "-",
+        ],
+        capture_output=True,
+        check=True,
     ).stdout
     return np.frombuffer(out, np.float32)
 
@@ -67,23 +84,62 @@ def main():
     folder = Path(tempfile.mkdtemp())
     # 1. a 10 s chirp (50 Hz -> 7.5 kHz, amplitude 0.5, AAC 44.1 kHz stereo) under a 25 fps video
     chirp = folder / "chirp.mp4"
-    ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=10",
-       "-f", "lavfi", "-i", "aevalsrc='0.5*sin(2*PI*(50*t+(7450/20)*t*t))|0.5*sin(2*PI*(50*t+(7450/20)*t*t))':s=44100:d=10",
-       "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", "-b:a", "192k", "-shortest", str(chirp))
+    ff(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=25:duration=10",
+        "-f",
+        "lavfi",
+        "-i",
+        "aevalsrc='0.5*sin(2*PI*(50*t+(7450/20)*t*t))|0.5*sin(2*PI*(50*t+(7450/20)*t*t))':s=44100:d=10",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        "-b:a",
+        "192k",
+        "-shortest",
+        str(chirp),
+    )
     # 2. audio starting 0.5 s after the video, a 50 ms 1 kHz burst at 1.5 s of the audio = 2.0 s of the video
     late = folder / "late.mp4"
-    ff("-f", "lavfi", "-i", "testsrc=size=160x120:rate=25:duration=4",
-       "-itsoffset", "0.5", "-f", "lavfi", "-i", "aevalsrc='if(between(t,1.5,1.55),0.5*sin(2*PI*1000*t),0)':s=44100:d=3.5",
-       "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast", "-c:a", "aac", str(late))
+    ff(
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc=size=160x120:rate=25:duration=4",
+        "-itsoffset",
+        "0.5",
+        "-f",
+        "lavfi",
+        "-i",
+        "aevalsrc='if(between(t,1.5,1.55),0.5*sin(2*PI*1000*t),0)':s=44100:d=3.5",
+        "-map",
+        "0:v",
+        "-map",
+        "1:a",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "ultrafast",
+        "-c:a",
+        "aac",
+        str(late),
+    )
     settings = SpectrogramSettings()
     for name, module in (("old", old), ("new", new)):
         media = module.decode_clip(str(chirp))
         reference = spectrogram_images(rows(ff_audio(chirp), media.n_seconds), settings)
         diff = np.abs(media.spectrograms.astype(float) - reference.astype(float)).mean(axis=(1, 2))
         burst = onset(module.read_audio(str(late), RATE))
-        print(f"{name}: chirp {media.n_seconds} s, spectrogram |diff| vs ffmpeg CLI mean {diff.mean():.2f} grey levels "
-              f"(per second min {diff.min():.2f} max {diff.max():.2f}); late-audio burst at {burst:.4f} s, "
-              f"error {1000 * (burst - 2.0):+.1f} ms (ffmpeg CLI {1000 * (onset(ff_audio(late)) - 2.0):+.1f} ms)")
+        print(
+            f"{name}: chirp {media.n_seconds} s, spectrogram |diff| vs ffmpeg CLI mean {diff.mean():.2f} grey levels "
+            f"(per second min {diff.min():.2f} max {diff.max():.2f}); late-audio burst at {burst:.4f} s, "
+            f"error {1000 * (burst - 2.0):+.1f} ms (ffmpeg CLI {1000 * (onset(ff_audio(late)) - 2.0):+.1f} ms)"
+        )
     # 3. seconds kept: variable-frame-rate files whose last frame lasts to 4.0 s, in several containers
     vfr = folder / "vfr.mp4"
     _write_vfr(vfr)
@@ -130,8 +186,26 @@ def _write_vfr(path):
 
 def _cli_seconds(path):
     """Whole seconds covered by the video as the ffmpeg CLI decodes it (last frame's pts + duration)."""
-    log = subprocess.run([FFMPEG, "-nostdin", "-hide_banner", "-i", str(path), "-map", "0:v", "-fps_mode", "passthrough",
-                          "-vf", "showinfo", "-f", "null", "-"], capture_output=True, text=True).stderr
+    log = subprocess.run(
+        [
+            FFMPEG,
+            "-nostdin",
+            "-hide_banner",
+            "-i",
+            str(path),
+            "-map",
+            "0:v",
+            "-fps_mode",
+            "passthrough",
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+        ],
+        capture_output=True,
+        text=True,
+    ).stderr
     ends = []
     for line in log.splitlines():
         if "pts_time:" in line and "duration_time:" in line:

@@ -7,10 +7,10 @@ renamed; only then is it added to the manifest, with its sha256.
 
 Nothing is read on trust. A manifest must be valid JSON of the expected kind whose entries name plain files
 of its own folder, each clip once. Before a shard's contents are used (`verify`, and every read method),
-its sha256 must equal the manifest's and its own index must agree with the entry (clips, seconds, kind,
-feature width). Hashing whole files (two threads) adds ~0.85 s to the 0.6 s of reading MediaEval's 1.8 GB
-of features on 2 cores (docs/cache-format.md, "Integrity"); a file checked once is not hashed again in the
-same process while its inode, size, mtime and ctime stay the same.
+its sha256 must equal the manifest's and its own index must agree with the entry (clips, seconds, kind)
+and its rows with the store's recorded feature `width`. Hashing whole files (two threads) adds ~0.85 s to
+the 0.6 s of reading MediaEval's 1.8 GB of features on 2 cores (docs/cache-format.md, "Integrity"); a file
+checked once is not hashed again in the same process while its inode, size, mtime and ctime stay the same.
 """
 
 from __future__ import annotations
@@ -33,12 +33,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from avemo.approaches import UNKNOWN_LABEL
 from avemo.atomic import refuse_link, write_bytes
 from avemo.cache.images import ImageBlock, read_images, write_block
 from avemo.errors import AvemoError
 
 SCHEMA_VERSION = 1
-NO_LABEL = -128  # valence (or arousal) not known
+NO_LABEL = UNKNOWN_LABEL  # valence (or arousal) not known
 MANIFEST = "manifest.json"
 INDEX_FIELDS = ("clip_id", "offset", "n_seconds", "arousal", "valence", "split", "has_audio", "group")
 # `group` is the clip's movie ("" when unknown), so that a validation split can keep a movie on one side.
@@ -48,13 +49,14 @@ SECONDS = {
     "pool5": ("visual", "audio"),
     "features": ("visual", "audio"),
 }
-WIDTH = {"pool5": 9216, "features": 4096}  # per-second vector of an AlexNet cache: pool5, fc7
+# per-second vector of an AlexNet cache (pool5, fc7) made before stores recorded their `width`
+WIDTH = {"pool5": 9216, "features": 4096}
 _MANIFEST_NAME = re.compile(r"manifest(?:-w([0-9]+))?\.json")
 _SHARD_NUMBER = re.compile(r"shard-(?:w[0-9]+-)?([0-9]+)\.h5")
 _LOCK_NAME = re.compile(r"\.lock(?:-w[0-9]+)?")
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW
-_VERIFIED: set[tuple] = set()  # (path, device, inode, size, mtime, ctime, sha256, kind) of shards found intact
+_VERIFIED: set[tuple] = set()  # (path, device, inode, size, mtime, ctime, sha256, kind, width) of shards found intact
 
 
 class DamagedShard(AvemoError):
@@ -258,6 +260,18 @@ class ShardStore:
     def settings(self) -> dict:
         return self.manifest["settings"] or next((m["settings"] for m in self.others if m["settings"]), None) or {}
 
+    @property
+    def width(self) -> int | None:
+        """The per-second width of a pool5 or features store: the recorded `width`, else (a store made before
+        widths were recorded) AlexNet's for an AlexNet cache (settings with `weights`); None: any one width
+        (synthetic caches, media)."""
+        if self.kind not in WIDTH:
+            return None
+        recorded = self.settings.get("width")
+        if isinstance(recorded, int) and not isinstance(recorded, bool):
+            return recorded
+        return WIDTH[self.kind] if "weights" in self.settings else None
+
     def shards(self) -> list[tuple[dict, Path]]:
         """(manifest entry, path) of every completed shard of every writer (listed, not yet verified)."""
         manifests = sorted([self.manifest, *self.others], key=lambda m: m.get("writer", 0))
@@ -279,7 +293,7 @@ class ShardStore:
             if not stat.S_ISREG(info.st_mode):
                 found.append(DamagedShard(self, entry, path, "not a regular file (a link or a folder)", repairable=False))
                 continue
-            key = _key(path, info, entry["sha256"], self.kind)
+            key = _key(path, info, entry["sha256"], self.kind, self.width)
             if key not in _VERIFIED:
                 todo.append((entry, path, key))
         if todo:  # hashlib releases the GIL: the files are hashed in parallel
@@ -342,7 +356,10 @@ class ShardStore:
             return f"holds {total} seconds, its manifest entry says {entry['n_seconds']}"
         if not np.array_equal(index["offset"], np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)):
             return "its clip offsets do not follow its clip lengths"
-        width = WIDTH.get(self.kind) if "weights" in self.settings else None  # synthetic caches: any one width
+        return self._seconds_problem(f, total)
+
+    def _seconds_problem(self, f: h5py.File, total: int) -> str | None:
+        """What in a shard's per-second datasets disagrees with its `total` seconds or the store's width."""
         for name in SECONDS.get(self.kind, ()):
             if name not in f:
                 return f"no {name!r} dataset"
@@ -350,6 +367,7 @@ class ShardStore:
             if len(dataset) != total:
                 return f"{name!r} has {len(dataset)} rows for {total} seconds"
             if self.kind in WIDTH:
+                width = self.width
                 if dataset.ndim != 2 or dataset.dtype != np.float16 or (width and dataset.shape[1] != width):
                     want = f"[seconds, {width}]" if width else "[seconds, width]"
                     return f"{name!r} is {list(dataset.shape)} {dataset.dtype}, not {want} float16 ({self.kind})"
@@ -406,7 +424,7 @@ class ShardStore:
     def _put(self, entry: dict, image: bytes) -> None:
         path = self.folder / entry["file"]
         write_file(path, image)
-        _VERIFIED.add(_key(path, os.lstat(path), entry["sha256"], self.kind))
+        _VERIFIED.add(_key(path, os.lstat(path), entry["sha256"], self.kind, self.width))
 
     def rewrite_index(self, entry: dict, values: dict[str, np.ndarray]) -> None:
         """Replace some per-clip index arrays (labels, split, group) of one of this writer's shards: a new file
@@ -597,9 +615,10 @@ def _entry_problem(entry: object) -> str | None:
     return None
 
 
-def _key(path: Path, info: os.stat_result, sha256: str, kind: str) -> tuple:
-    """What a verified shard is remembered by: any write, truncation or replacement changes it."""
-    return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, sha256, kind)
+def _key(path: Path, info: os.stat_result, sha256: str, kind: str, width: int | None) -> tuple:
+    """What a verified shard is remembered by: any write, truncation or replacement changes it, and so does
+    another expected width."""
+    return (str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns, sha256, kind, width)
 
 
 def _writer_of(path: Path) -> int:

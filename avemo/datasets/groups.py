@@ -25,7 +25,7 @@ import math
 import random
 from collections import Counter, defaultdict
 from collections.abc import Hashable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from avemo.datasets.manifest import Clip
 
@@ -79,6 +79,12 @@ def clips_sha256(clips: Sequence[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(clips)).encode()).hexdigest()
 
 
+_NO_MOVIE_SPARES = (
+    "every whole movie that fits would take the last train clips with sound or of a class out of "
+    "training, so clips of one movie are on both sides"
+)
+
+
 def hold_out(
     clip_ids: Sequence[str],
     labels: Sequence[Hashable],
@@ -97,61 +103,22 @@ def hold_out(
     movie = [str(groups[i]) for i in order]
     audio = [bool(has_audio[i]) for i in order]
     n = len(ids)
-    none = HeldOut((), n, fraction, seed, "none")
-    if fraction == 0:
-        return replace(none, reason="validation 0, the last epoch is kept")
-    if n < 2:
-        return replace(none, reason="fewer than 2 train clips, the last epoch is kept")
-    target = fraction * n
-    upper = min(math.floor(2 * target + 1e-9), n - 1)
-    if upper < 1:
-        least = math.ceil(100 / (2 * n)) / 100
-        return replace(
-            none,
-            reason=f"one clip would be {_percent(1 / n)} of them, over twice the asked {_percent(fraction)}; "
-            f"the last epoch is kept (a validation fraction of {least:g} or more holds out one clip)",
-        )
-    k = min(max(1, math.floor(target + 0.5)), upper)
+    reason = _nothing_held(n, fraction)
+    if reason:
+        return HeldOut((), n, fraction, seed, "none", reason=reason)
+    target, upper = fraction * n, _upper(n, fraction)
     keep = _Keeper(label, audio)
-
     members: dict[str, list[int]] = defaultdict(list)
     for i, m in enumerate(movie):
         members[m or f"clip:{ids[i]}"].append(i)
     known = sorted(m for m in members if not m.startswith("clip:"))
     if len(known) >= 2:
-        names = sorted(members)
-        random.Random(seed).shuffle(names)
-        chosen: list[int] = []
-        fits = False
-        for name in names:
-            group = members[name]
-            if len(chosen) + len(group) > upper:
-                continue
-            fits = True
-            if chosen and len(chosen) + len(group) / 2 > target:  # adding it moves away from the target
-                continue
-            if not keep.allows(chosen + group):
-                continue
-            chosen += group
-            if len(chosen) >= target:
-                break
+        chosen, fits = _whole_movies(members, target, upper, seed, keep)
         if chosen:
             held_movies = {movie[i] for i in chosen if movie[i]}
             sizes = sum(len(members[m]) for m in held_movies)
             return HeldOut(_ids(ids, chosen), n, fraction, seed, "movies", len(held_movies), sizes=sizes)
-        smallest = min(len(members[m]) for m in known)
-        if not fits:
-            least = math.ceil(100 * smallest / (2 * n)) / 100
-            reason = (
-                f"no whole movie fits in twice the asked fraction ({upper} clip{'s' * (upper != 1)}; the smallest "
-                f"of the {len(known)} movies has {smallest}, a fraction of {least:g} or more would let it), so clips "
-                "of one movie are on both sides"
-            )
-        else:
-            reason = (
-                "every whole movie that fits would take the last train clips with sound or of a class out of "
-                "training, so clips of one movie are on both sides"
-            )
+        reason = _no_movie_fits(members, known, n, upper) if not fits else _NO_MOVIE_SPARES
     elif len(known) == 1:
         reason = (
             f"all {n} train clips are from one movie"
@@ -160,8 +127,61 @@ def hold_out(
         )
     else:
         reason = "the clips name no movie (a `movie` column keeps each movie on one side)"
+    k = min(max(1, math.floor(target + 0.5)), upper)
     chosen = _stratified(label, audio, k, seed, keep)
     return HeldOut(_ids(ids, chosen), n, fraction, seed, "stratified", reason=reason)
+
+
+def _nothing_held(n: int, fraction: float) -> str:
+    """Why no clip is held out of n train clips at this fraction ("" when some are)."""
+    if fraction == 0:
+        return "validation 0, the last epoch is kept"
+    if n < 2:
+        return "fewer than 2 train clips, the last epoch is kept"
+    if _upper(n, fraction) >= 1:
+        return ""
+    least = math.ceil(100 / (2 * n)) / 100
+    return (
+        f"one clip would be {_percent(1 / n)} of them, over twice the asked {_percent(fraction)}; "
+        f"the last epoch is kept (a validation fraction of {least:g} or more holds out one clip)"
+    )
+
+
+def _upper(n: int, fraction: float) -> int:
+    """The most clips held out of n: twice the asked fraction, and never all of them."""
+    return min(math.floor(2 * (fraction * n) + 1e-9), n - 1)
+
+
+def _whole_movies(members: dict[str, list[int]], target: float, upper: int, seed: int, keep: _Keeper) -> tuple[list[int], bool]:
+    """Whole movies in a seeded order, each taken when it keeps the count within `upper`, closer to
+    `target` and `keep` allows it → (the clips taken, whether any movie fitted within `upper`)."""
+    names = sorted(members)
+    random.Random(seed).shuffle(names)
+    chosen: list[int] = []
+    fits = False
+    for name in names:
+        group = members[name]
+        if len(chosen) + len(group) > upper:
+            continue
+        fits = True
+        if chosen and len(chosen) + len(group) / 2 > target:  # adding it moves away from the target
+            continue
+        if not keep.allows(chosen + group):
+            continue
+        chosen += group
+        if len(chosen) >= target:
+            break
+    return chosen, fits
+
+
+def _no_movie_fits(members: dict[str, list[int]], known: list[str], n: int, upper: int) -> str:
+    smallest = min(len(members[m]) for m in known)
+    least = math.ceil(100 * smallest / (2 * n)) / 100
+    return (
+        f"no whole movie fits in twice the asked fraction ({upper} clip{'s' * (upper != 1)}; the smallest "
+        f"of the {len(known)} movies has {smallest}, a fraction of {least:g} or more would let it), so clips "
+        "of one movie are on both sides"
+    )
 
 
 class _Keeper:

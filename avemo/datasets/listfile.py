@@ -108,28 +108,7 @@ def load_lists(specs: list[str], videos: Path | None = None, maps: list[Path] | 
             "--root alone, or --map ROOT/shots-devset-nl.txt --map ROOT/shots-testset-nl.txt --videos DIR"
         )
     notes: list[str] = []
-    names: dict[str, tuple[str, str, Path]] = {}  # shot key → (name, where, map folder), from map files
-    base: Path | None = None  # folder the names are relative to
-    index: dict[str, Path] = {}
-    if root is not None:
-        _folder(root, "--root")
-        found = [find(root, n) for n in MAPPING_FILES.values()]
-        if not all(found):
-            raise AvemoError(f"{root}: needs {' and '.join(MAPPING_FILES.values())} to map shot ids to clip files")
-        for path in found:
-            _merge(names, read_map(path))
-        base, index = root, video_index(root)
-        notes.append(f"ids → files: {', '.join(p.name for p in found)}, videos under {root}")
-    elif maps:
-        for path in maps:
-            _merge(names, read_map(path))
-        notes.append(f"ids → files: {', '.join(str(p) for p in maps)}")
-    elif videos is not None:
-        _folder(videos, "--videos")
-        notes.append(f"ids → files: {videos}/<id>.mp4 (or the one {videos}/<id>.* file)")
-    else:
-        notes.append("video files not checked: give --videos DIR, --map FILE or --root DIR to map ids to files")
-
+    names, base, index = _id_maps(videos, maps, root, notes)
     clips: list[Clip] = []
     listed: list[tuple[Clip, str, str]] = []
     listed_at: dict[str, str] = {}
@@ -151,6 +130,33 @@ def load_lists(specs: list[str], videos: Path | None = None, maps: list[Path] | 
     if root or maps or videos:
         check_unique(listed)
     return Dataset(", ".join(specs), clips, notes, files_checked=bool(root or maps or videos), listed_at=listed_at)
+
+
+def _id_maps(
+    videos: Path | None, maps: list[Path] | None, root: Path | None, notes: list[str]
+) -> tuple[dict[str, tuple[str, str, Path]], Path | None, dict[str, Path]]:
+    """How ids become files, noted in `notes`: (shot key → (name, FILE:LINE, map folder) from the map files,
+    the release root the names are relative to or None, file name → video path under that root)."""
+    names: dict[str, tuple[str, str, Path]] = {}
+    if root is not None:
+        _folder(root, "--root")
+        found = [find(root, n) for n in MAPPING_FILES.values()]
+        if not all(found):
+            raise AvemoError(f"{root}: needs {' and '.join(MAPPING_FILES.values())} to map shot ids to clip files")
+        for path in found:
+            _merge(names, read_map(path))
+        notes.append(f"ids → files: {', '.join(p.name for p in found)}, videos under {root}")
+        return names, root, video_index(root)
+    if maps:
+        for path in maps:
+            _merge(names, read_map(path))
+        notes.append(f"ids → files: {', '.join(str(p) for p in maps)}")
+    elif videos is not None:
+        _folder(videos, "--videos")
+        notes.append(f"ids → files: {videos}/<id>.mp4 (or the one {videos}/<id>.* file)")
+    else:
+        notes.append("video files not checked: give --videos DIR, --map FILE or --root DIR to map ids to files")
+    return names, None, {}
 
 
 def _folder(path: Path, option: str) -> None:

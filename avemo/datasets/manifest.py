@@ -1,4 +1,4 @@
-"""The CSV manifest (DESIGN.md): header with `path,arousal,valence,split`, one clip per row.
+"""The CSV manifest: header with `path,arousal,valence,split`, one clip per row.
 
 `path` is relative to the CSV's folder, labels are -1/0/1 (valence may be empty), split is `train` or
 `test`; any other column (e.g. `movie`) is kept as metadata. A clip's id is its path as written in the

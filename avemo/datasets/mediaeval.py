@@ -60,6 +60,9 @@ class _Labels:
     where: str  # FILE:LINE of the affect row
 
 
+# clip name → (split, meta, FILE:LINE where the split was given)
+_Assigned = dict[str, tuple[str, dict[str, str], str]]
+
 NAMES = "the release's data/ folder"
 
 
@@ -187,6 +190,22 @@ def load_mediaeval(root: str | Path) -> Dataset:
         problem = "not a folder" if root.exists() else "does not exist"
         raise AvemoError(f"{root}: {problem}; --root is the folder the MediaEval 2015 zips were unpacked into")
     notes: list[str] = []
+    labels = _read_labels(root, notes)
+    mapping = {split: find(root, name) for split, name in MAPPING_FILES.items()}
+    if all(mapping.values()):
+        assigned = _split_by_mapping(mapping, labels, notes)
+    elif any(mapping.values()):
+        have = next(p for p in mapping.values() if p)
+        lacking = next(n for s, n in MAPPING_FILES.items() if not mapping[s])
+        raise AvemoError(f"{have}: found, but {lacking} is missing; the official split needs both mapping files")
+    else:
+        assigned = _split_by_sets(root, labels, notes)
+    movies = _read_all_movies(root, labels, notes)
+    return _dataset(root, labels, assigned, movies, notes)
+
+
+def _read_labels(root: Path, notes: list[str]) -> dict[str, _Labels]:
+    """Clip name → labels from the affect files found under `root` (at least one is needed)."""
     labels: dict[str, _Labels] = {}
     for source in SOURCES:
         path = find(root, f"{source}affect.txt")
@@ -196,43 +215,49 @@ def load_mediaeval(root: str | Path) -> Dataset:
             notes.append(f"no {source}affect.txt: no {source} clips")
     if not labels:
         raise AvemoError(f"{root}: no ACCEDEaffect.txt or MEDIAEVALaffect.txt in it, its annotations/ or a folder below")
+    return labels
 
-    # name → (split, meta, FILE:LINE where the split was given)
-    assigned: dict[str, tuple[str, dict[str, str], str]] = {}
-    mapping = {split: find(root, name) for split, name in MAPPING_FILES.items()}
-    if all(mapping.values()):
-        notes.insert(0, f"split: official MediaEval 2015 ({mapping['train'].name} → train, {mapping['test'].name} → test)")
-        for split, path in mapping.items():
-            for shot, name, where in read_mapping(path):
-                _assign(assigned, labels, name, split, {"shot": shot}, where)
-        left = len(labels) - len(assigned)
-        if left:
-            notes.append(f"{left} labelled clips are in neither mapping file and are left out")
-    elif any(mapping.values()):
-        have = next(p for p in mapping.values() if p)
-        lacking = next(n for s, n in MAPPING_FILES.items() if not mapping[s])
-        raise AvemoError(f"{have}: found, but {lacking} is missing; the official split needs both mapping files")
-    else:
-        notes.insert(
-            0,
-            "split: no shots-devset-nl.txt / shots-testset-nl.txt, so the LIRIS-ACCEDE sets files are used "
-            "(set 1 learning + 2 validation → train, 0 → test); this is not the official MediaEval 2015 6,144 / 4,756 split",
-        )
-        for source in sorted({lab.source for lab in labels.values()}):
-            path = find(root, f"{source}sets.txt")
-            if path is None:
-                raise AvemoError(
-                    f"{root}: no {source}sets.txt and no shots-devset-nl.txt / shots-testset-nl.txt: the split of the "
-                    f"{source} clips is unknown"
-                )
-            for name, value, where in read_sets(path):
-                split, set_name = SET_SPLITS[value]
-                _assign(assigned, labels, name, split, {"set": set_name}, where)
-            unsplit = next((lab for n, lab in labels.items() if lab.source == source and n not in assigned), None)
-            if unsplit:
-                name = next(n for n, lab in labels.items() if lab is unsplit)
-                raise AvemoError(f"{unsplit.where}: clip {shown(name)} is not in {path}; every labelled clip needs a set")
 
+def _split_by_mapping(mapping: dict[str, Path], labels: dict[str, _Labels], notes: list[str]) -> _Assigned:
+    """The official split, from both shots-*-nl.txt files."""
+    notes.insert(0, f"split: official MediaEval 2015 ({mapping['train'].name} → train, {mapping['test'].name} → test)")
+    assigned: _Assigned = {}
+    for split, path in mapping.items():
+        for shot, name, where in read_mapping(path):
+            _assign(assigned, labels, name, split, {"shot": shot}, where)
+    left = len(labels) - len(assigned)
+    if left:
+        notes.append(f"{left} labelled clips are in neither mapping file and are left out")
+    return assigned
+
+
+def _split_by_sets(root: Path, labels: dict[str, _Labels], notes: list[str]) -> _Assigned:
+    """LIRIS-ACCEDE's own split, from the sets file of each source; every labelled clip needs a set."""
+    notes.insert(
+        0,
+        "split: no shots-devset-nl.txt / shots-testset-nl.txt, so the LIRIS-ACCEDE sets files are used "
+        "(set 1 learning + 2 validation → train, 0 → test); this is not the official MediaEval 2015 6,144 / 4,756 split",
+    )
+    assigned: _Assigned = {}
+    for source in sorted({lab.source for lab in labels.values()}):
+        path = find(root, f"{source}sets.txt")
+        if path is None:
+            raise AvemoError(
+                f"{root}: no {source}sets.txt and no shots-devset-nl.txt / shots-testset-nl.txt: the split of the "
+                f"{source} clips is unknown"
+            )
+        for name, value, where in read_sets(path):
+            split, set_name = SET_SPLITS[value]
+            _assign(assigned, labels, name, split, {"set": set_name}, where)
+        unsplit = next((lab for n, lab in labels.items() if lab.source == source and n not in assigned), None)
+        if unsplit:
+            name = next(n for n, lab in labels.items() if lab is unsplit)
+            raise AvemoError(f"{unsplit.where}: clip {shown(name)} is not in {path}; every labelled clip needs a set")
+    return assigned
+
+
+def _read_all_movies(root: Path, labels: dict[str, _Labels], notes: list[str]) -> dict[str, str]:
+    """Clip name → movie from the description XML of each source that has labels (optional files)."""
     movies: dict[str, str] = {}
     for source in sorted({lab.source for lab in labels.values()}):
         path = find(root, f"{source}description.xml")
@@ -240,7 +265,11 @@ def load_mediaeval(root: str | Path) -> Dataset:
             movies.update(read_movies(path))
         else:
             notes.append(f"no {source}description.xml: {source} clips have no movie")
+    return movies
 
+
+def _dataset(root: Path, labels: dict[str, _Labels], assigned: _Assigned, movies: dict[str, str], notes: list[str]) -> Dataset:
+    """The clips, their videos found under data/ folders, checked to be distinct files."""
     videos = video_index(root)
     clips, listed, listed_at = [], [], {}
     for name, (split, meta, where) in assigned.items():
@@ -264,7 +293,7 @@ def load_mediaeval(root: str | Path) -> Dataset:
     return Dataset(str(root), clips, notes, listed_at=listed_at)
 
 
-def _assign(assigned: dict, labels: dict[str, _Labels], name: str, split: str, meta: dict[str, str], where: str) -> None:
+def _assign(assigned: _Assigned, labels: dict[str, _Labels], name: str, split: str, meta: dict[str, str], where: str) -> None:
     if name not in labels:
         raise AvemoError(f"{where}: clip {shown(name)} has no labels in ACCEDEaffect.txt / MEDIAEVALaffect.txt")
     if name in assigned:

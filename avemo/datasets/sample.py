@@ -22,10 +22,10 @@ from pathlib import Path
 from xml.sax.saxutils import escape
 
 import numpy as np
-from tqdm import tqdm
 
 from avemo.datasets.manifest import write_manifest
 from avemo.datasets.media import write_mp4
+from avemo.log import progress
 
 BRIGHTNESS = (45, 125, 205)  # mean grey level of the scene per visual level
 PITCH_BANDS_HZ = ((150.0, 350.0), (900.0, 1500.0), (2800.0, 4200.0))  # tone band per audio level
@@ -103,7 +103,7 @@ def write_sample(
     spawn = multiprocessing.get_context("spawn")  # safe even when the caller has torch's threads running
     with concurrent.futures.ProcessPoolExecutor(workers, spawn) if workers > 1 else contextlib.nullcontext() as pool:
         results = pool.map(_write_clip, jobs) if pool else map(_write_clip, jobs)
-        rows = list(tqdm(results, total=clips, desc="sample clips", unit="clip"))
+        rows = list(progress(results, total=clips, desc="sample clips", unit="clip"))
     _write_mediaeval_annotations(out / "annotations", rows)
     write_manifest(out / "clips.csv", rows)
     return out / "clips.csv"

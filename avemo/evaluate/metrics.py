@@ -11,6 +11,8 @@
   correction, (|b − c| − 1)² / (b + c), 1 degree of freedom (Edwards, 1948); the p-value is the exact
   two-sided binomial one, min(1, 2·P[X ≤ min(b, c)]) with X ~ Bin(b + c, ½), when b + c < 25, where the
   chi-square approximation is poor, and the chi-square one otherwise. `method` says which was used.
+- `score` (a `Scores`; `scores`: the same as a JSON-ready dict): every per-set metric above for one prediction
+  set (accuracy, bootstrap interval, balanced accuracy, macro-F1, per-class values, confusion matrix).
 """
 
 from __future__ import annotations
@@ -121,25 +123,50 @@ def mcnemar_from_counts(b: int, c: int) -> McNemar:
     return McNemar(b, c, statistic, p, "chi-square, continuity corrected")
 
 
-def scores(
+@dataclass(frozen=True)
+class Scores:
+    """Every metric of one prediction set; per-class values keyed by label ("-1", "0", "1"), None where
+    undefined (precision of a class never predicted)."""
+
+    n: int
+    accuracy: float
+    ci95: tuple[float, float]  # percentile bootstrap
+    balanced_accuracy: float
+    macro_f1: float
+    precision: dict[str, float | None]
+    recall: dict[str, float | None]
+    f1: dict[str, float | None]
+    confusion: list[list[int]]  # [true class, predicted class]
+
+    def as_dict(self) -> dict:
+        return {**asdict(self), "ci95": list(self.ci95)}
+
+
+def score(
     true: np.ndarray, predicted: np.ndarray, resamples: int = 1000, seed: int = 0, labels: tuple[int, ...] = LABELS
-) -> dict:
-    """Every per-prediction-set metric in one JSON-ready dict (per-class values keyed by label -1/0/1)."""
+) -> Scores:
+    """Every per-prediction-set metric of `predicted` against `true`."""
     matrix = confusion_matrix(true, predicted, labels)
     classes = per_class(matrix)
-    low, high = bootstrap_ci(true, predicted, resamples, seed=seed)
 
     def clean(values: np.ndarray) -> dict[str, float | None]:
         return {str(label): (None if np.isnan(v) else float(v)) for label, v in zip(labels, values)}
 
-    return {
-        "n": int(len(true)),
-        "accuracy": accuracy(true, predicted),
-        "ci95": [low, high],
-        "balanced_accuracy": balanced_accuracy(matrix),
-        "macro_f1": macro_f1(matrix),
-        "precision": clean(classes["precision"]),
-        "recall": clean(classes["recall"]),
-        "f1": clean(classes["f1"]),
-        "confusion": matrix.tolist(),
-    }
+    return Scores(
+        n=int(len(true)),
+        accuracy=accuracy(true, predicted),
+        ci95=bootstrap_ci(true, predicted, resamples, seed=seed),
+        balanced_accuracy=balanced_accuracy(matrix),
+        macro_f1=macro_f1(matrix),
+        precision=clean(classes["precision"]),
+        recall=clean(classes["recall"]),
+        f1=clean(classes["f1"]),
+        confusion=matrix.tolist(),
+    )
+
+
+def scores(
+    true: np.ndarray, predicted: np.ndarray, resamples: int = 1000, seed: int = 0, labels: tuple[int, ...] = LABELS
+) -> dict:
+    """`score` as one JSON-ready dict."""
+    return score(true, predicted, resamples, seed, labels).as_dict()

@@ -1,10 +1,12 @@
-"""AlexNet (paper: "AlexNet ... we select the fc7 layer ... 4096 neurons"), its weights and fc7 export.
+"""AlexNet (paper: "AlexNet ... we select the fc7 layer ... 4096 neurons"), its weights and its fc7 forward (`Fc7`).
 
 `--weights imagenet` (the default: the paper fine-tunes an ImageNet AlexNet) goes through torchvision's
 weights API (downloads once into torch's hub folder), `--weights PATH` loads a local state dict (a
 torchvision AlexNet's, with a 1000- or 3-way last layer; fp16 or bf16 ones are converted to fp32, exactly;
 one with a NaN or inf parameter is refused, naming it), `--weights none` is random initialisation from a
-seed.
+seed, `--weights tiny` a random AlexNet-shaped network with few channels and a narrow fc6/fc7 (TINY_CHANNELS,
+TINY_WIDTH; same module structure, so fc7 export and fine-tuning work unchanged), for tests that only need the
+plumbing. Widths are read from the model (`fc7_width`, `pool5_width`), never assumed.
 
 Inputs are the 256×256 images of the media cache, normalised with the ImageNet mean and std:
 - key frames are centre-cropped to 224×224, as in Krizhevsky et al. (the border of a film frame is framing);
@@ -29,8 +31,12 @@ import torchvision
 
 from avemo.errors import AvemoError
 
-FC7_DIM = 4096
-POOL5_DIM = 256 * 6 * 6  # features + avgpool, flattened: the input of fc6
+FC7_DIM = 4096  # AlexNet's fc7 (the paper's "4096 neurons"); other networks: fc7_width(model)
+POOL5_DIM = 256 * 6 * 6  # AlexNet's features + avgpool, flattened: the input of fc6; others: pool5_width(model)
+CONV_CHANNELS = (64, 192, 384, 256, 256)  # AlexNet's five convolutions
+TINY_CHANNELS = (8, 16, 16, 16, 16)  # --weights tiny: pool5 is 16·6·6 = 576 wide
+TINY_WIDTH = 64  # --weights tiny: fc6 and fc7
+NAMED_WEIGHTS = ("imagenet", "none", "tiny")  # --weights values that are not a path
 CROP = 224  # AlexNet's input size
 SPECTROGRAM_INPUTS = ("resize", "crop")  # how a 256×256 spectrogram becomes 224×224 (module docstring)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,13 +47,49 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
     """An AlexNet in eval mode with the requested weights (see module docstring)."""
     if weights == "imagenet":
         return _imagenet_alexnet()
-    if weights == "none":
+    if weights in ("none", "tiny"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
+            if weights == "tiny":
+                return alexnet_shaped(TINY_CHANNELS, TINY_WIDTH).eval()
             return torchvision.models.alexnet(weights=None).eval()
+    return _local_alexnet(weights)
+
+
+def alexnet_shaped(
+    channels: tuple[int, ...] = CONV_CHANNELS, width: int = FC7_DIM, num_classes: int = 1000
+) -> torchvision.models.AlexNet:
+    """torchvision's AlexNet module structure (features: 5 convolutions, 3 max-pools; avgpool 6×6; classifier
+    dropout, fc6, ReLU, dropout, fc7, ReLU, fc8) with other convolution channels and fc6/fc7 width; its new
+    layers are made on the current default device (meta: to be filled by a state dict)."""
+    with torch.device("meta"):
+        model = torchvision.models.alexnet(num_classes=num_classes)  # the structure; its layers are replaced below
+    sizes = (3, *channels)
+    for i, position in enumerate((0, 3, 6, 8, 10)):
+        old = model.features[position]
+        model.features[position] = torch.nn.Conv2d(sizes[i], sizes[i + 1], old.kernel_size, old.stride, old.padding)
+    model.classifier[1] = torch.nn.Linear(channels[-1] * 6 * 6, width)
+    model.classifier[4] = torch.nn.Linear(width, width)
+    model.classifier[6] = torch.nn.Linear(width, num_classes)
+    return model
+
+
+def fc7_width(model: torch.nn.Module) -> int:
+    """The width of fc7 of an AlexNet-shaped network (or of its Fc7)."""
+    return (model.fc6_fc7 if isinstance(model, Fc7) else model.classifier)[4].out_features
+
+
+def pool5_width(model: torch.nn.Module) -> int:
+    """The width of pool5 (the input of fc6) of an AlexNet-shaped network (or of its Fc7)."""
+    return (model.fc6_fc7 if isinstance(model, Fc7) else model.classifier)[1].in_features
+
+
+def _local_alexnet(weights: str) -> torch.nn.Module:
+    """An AlexNet-shaped state dict from a file (layer widths read from its shapes; see module docstring)."""
     path = Path(weights)
     if not path.is_file():
-        raise AvemoError(f"--weights {weights}: not 'imagenet', 'none' or an existing state-dict file")
+        named = ", ".join(f"'{name}'" for name in NAMED_WEIGHTS)
+        raise AvemoError(f"--weights {weights}: not {named} or an existing state-dict file")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the user's to fix
@@ -56,15 +98,26 @@ def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
         state = state["state_dict"]
     if isinstance(state, dict):
         state = _finite_fp32(state, path)
-    last = state.get("classifier.6.weight") if isinstance(state, dict) else None
     try:
         # Built on the meta device and filled by the state dict itself: no random init to overwrite.
         with torch.device("meta"):
-            model = torchvision.models.alexnet(num_classes=1000 if last is None else last.shape[0])
+            model = alexnet_shaped(*_shapes_of(state))
         model.load_state_dict(state, assign=True)
     except (RuntimeError, TypeError, AttributeError) as e:
         raise AvemoError(f"{path}: not an AlexNet state dict ({str(e).splitlines()[0][:120]})") from None
     return model.eval()
+
+
+def _shapes_of(state: object) -> tuple[tuple[int, ...], int, int]:
+    """(convolution channels, fc6/fc7 width, classes) of an AlexNet-shaped state dict; AlexNet's where a
+    layer is absent (the state dict is then refused by load_state_dict, naming what is missing)."""
+
+    def rows(key: str, default: int) -> int:
+        value = state.get(key) if isinstance(state, dict) else None
+        return int(value.shape[0]) if isinstance(value, torch.Tensor) and value.dim() else default
+
+    channels = tuple(rows(f"features.{i}.weight", c) for i, c in zip((0, 3, 6, 8, 10), CONV_CHANNELS))
+    return channels, rows("classifier.4.weight", FC7_DIM), rows("classifier.6.weight", 1000)
 
 
 def _finite_fp32(state: dict, path: Path) -> dict:
@@ -116,7 +169,8 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 class Fc7(torch.nn.Module):
-    """uint8 images [B, 256, 256, 3] (or [B, 256, 256] grey) → post-ReLU fc7 activations [B, 4096]."""
+    """uint8 images [B, 256, 256, 3] (or [B, 256, 256] grey) → post-ReLU fc7 activations [B, fc7 width]
+    (4096 for AlexNet). It shares the AlexNet's layers (no copy)."""
 
     def __init__(self, alexnet: torch.nn.Module, spectrogram_input: str = "resize"):
         super().__init__()
@@ -146,7 +200,8 @@ class Fc7(torch.nn.Module):
         return ((x - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
 
     def pool5(self, images: torch.Tensor) -> torch.Tensor:
-        """The convolutional part (>90% of the cost): uint8 images → [B, 9216], the input of fc6."""
+        """The convolutional part (>90% of the cost): uint8 images → [B, pool5 width] (9216 for AlexNet), the
+        input of fc6."""
         return torch.flatten(self.avgpool(self.features(self.preprocess(images))), 1)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -154,13 +209,13 @@ class Fc7(torch.nn.Module):
 
 
 def fc7_features(model: Fc7, images: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """fc7 of every image, fp16 [n, 4096]; batched, channels-last, AMP on CUDA."""
-    return batched(model, images, FC7_DIM, batch_size, device)
+    """fc7 of every image, fp16 [n, fc7 width]; batched, channels-last, AMP on CUDA."""
+    return batched(model, images, fc7_width(model), batch_size, device)
 
 
 def pool5_features(model: Fc7, images: np.ndarray, batch_size: int = 64, device: str = "cpu") -> np.ndarray:
-    """pool5 of every image, fp16 [n, 9216] (what fc6 sees), computed the same way as fc7_features."""
-    return batched(model.pool5, images, POOL5_DIM, batch_size, device)
+    """pool5 of every image, fp16 [n, pool5 width] (what fc6 sees), computed the same way as fc7_features."""
+    return batched(model.pool5, images, pool5_width(model), batch_size, device)
 
 
 @torch.inference_mode()
@@ -180,36 +235,3 @@ def spectrogram_input_of(features: dict) -> str:
     """How the spectrograms of a cache's features were fitted to 224×224 (caches made before the choice
     existed cropped them)."""
     return features.get("spectrogram_input", "crop")
-
-
-def feature_alexnets(cache: Path, features: dict) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
-    """Per modality, the AlexNet that made a cache's features (`features`: their manifest settings) and its
-    parameter hash: the tuned CACHE/models/<modality>.pt, or the base AlexNet (`--finetune none`), checked
-    against the hashes recorded with the features."""
-    tuned = features.get("tuned_sha256")
-    mode = (features.get("finetune") or {}).get("mode", "none")
-    out, hashes = {}, {}
-    for modality in ("visual", "audio"):
-        if tuned:
-            path = cache / "models" / f"{modality}.pt"
-            if not path.is_file():
-                raise AvemoError(f"{path}: the fine-tuned AlexNet is missing; run `avemo extract` again on this cache")
-            model, expected = build_alexnet(str(path)), tuned[modality]
-        elif mode == "none" and "weights" in features:
-            try:
-                model = build_alexnet(features["weights"], features.get("seed", 0))
-            except AvemoError:
-                raise
-            except Exception as e:  # noqa: BLE001 - e.g. imagenet weights without the internet
-                raise AvemoError(
-                    f"{cache}: cannot rebuild the AlexNet of the features (--weights {features['weights']}: "
-                    f"{type(e).__name__}); extract with fine-tuning (--finetune fc) so the models are in the cache"
-                ) from None
-            expected = features.get("weights_sha256")
-        else:
-            raise AvemoError(f"{cache / 'models'}: no fine-tuned AlexNets; extract with fine-tuning (--finetune fc or all)")
-        hashes[modality] = weights_sha256(model)
-        if expected and hashes[modality] != expected:
-            raise AvemoError(f"{cache}: the {modality} AlexNet differs from the one that made the cache's features")
-        out[modality] = model
-    return out, hashes

@@ -16,10 +16,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from avemo.datasets.manifest import Clip
-from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features
+from avemo.extract.alexnet import build_alexnet
+from avemo.extract.embed import Embedder
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 from avemo.extract.workers import decoded_seconds, in_order
@@ -35,15 +35,15 @@ def bench_extract(clips: list[Clip], settings: ExtractSettings) -> float:
     seconds = sum(counts)
     print(f"(a) decode only: {len(clips)} clips, {seconds} video-seconds in {decode_s:.1f} s")
 
-    model = Fc7(build_alexnet(settings.weights, settings.seed), settings.spectrogram_input)
-    model = model.to(settings.device, memory_format=torch.channels_last)
+    alexnet = build_alexnet(settings.weights, settings.seed)
+    embedder = Embedder({"visual": alexnet}, settings.spectrogram_input, "none", settings.batch_size, settings.device)
     rng = np.random.default_rng(0)
     size = settings.decode.frame_size
     frames = rng.integers(0, 256, size=(min(seconds, 256), size, size, 3), dtype=np.uint8)
     started = time.perf_counter()
     for images in (frames, frames[..., 0]):  # as many key frames and spectrograms as (a) produced
         for start in range(0, seconds, len(frames)):
-            fc7_features(model, images[: min(len(frames), seconds - start)], settings.batch_size, settings.device)
+            embedder.fc7("visual", images[: min(len(frames), seconds - start)])
     forward_s = time.perf_counter() - started
     print(f"(b) AlexNet fc7 forward only: {2 * seconds} images in {forward_s:.1f} s ({2 * seconds / forward_s:.0f} img/s)")
 

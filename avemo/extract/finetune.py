@@ -22,6 +22,10 @@ tuning skips clips without an audio stream: their spectrograms are blank and car
 Tuned models are saved as plain state dicts in `CACHE/models/{visual,audio}.pt` (loadable with
 `build_alexnet(PATH)`), described by `CACHE/models/manifest.json`; a rerun with the same settings and train
 split reuses them.
+
+Tuning is a task of the training engine (avemo.train.engine, like the heads and the joint pass): its shuffle
+and dropout streams per (seed, epoch), its batches shared between torchrun's ranks. It has no validation (the
+last epoch is kept) and no checkpoints: an interrupted extraction tunes again from the start.
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from avemo import distributed
+from avemo.approaches import MODALITIES, N_CLASSES
 from avemo.atomic import save_torch, write_json
 from avemo.cache import ShardStore
 from avemo.cache.images import read_images
@@ -47,11 +51,11 @@ from avemo.cache.store import read_shard_index, writable_folder
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import FC7_DIM, Fc7, build_alexnet, pool5_features, weights_sha256
+from avemo.extract.alexnet import Fc7, build_alexnet, pool5_features, weights_sha256
+from avemo.log import progress
+from avemo.train import engine
 
 MODES = ("fc", "all", "none")
-MODALITIES = {"visual": "key_frames", "audio": "spectrograms"}  # feature name → media dataset
-N_CLASSES = 3  # arousal: calm, neutral, active (MediaEval 2015)
 
 
 @dataclass(frozen=True)
@@ -153,7 +157,7 @@ def export_pool5(
     pending = [(e, p) for e, p in distributed.my_share(media.shards()) if not set(e["clips"]) <= done]
     started, n_seconds = time.perf_counter(), 0
     total = sum(len(e["clips"]) for e, _ in pending)
-    with tqdm(total=total, desc="pool5", unit="clip", disable=distributed.rank() > 0) as bar:
+    with progress(total=total, desc="pool5", unit="clip") as bar:
         for entry, path in pending:
             with h5py.File(path, "r") as f:
                 index = read_shard_index(f)
@@ -189,6 +193,35 @@ class _Classifier(torch.nn.Module):
         return self.fc8(self.fc7.fc6_fc7(self.fc7.pool5(x) if self.from_images else x.float()))
 
 
+class _Tuning:
+    """Fine-tuning as a task of the training engine (engine.Task): every train second is an example,
+    cross-entropy per example, no validation (the trainer selects its epochs on the held-out clips)."""
+
+    counts_correct = True
+
+    def __init__(self, model: torch.nn.Module, inputs: Callable[[np.ndarray], torch.Tensor], labels: np.ndarray, device: str):
+        self.model, self.inputs = model, inputs
+        self.targets = torch.from_numpy(labels).to(device)
+
+    def examples(self) -> torch.Tensor:
+        return torch.arange(len(self.targets))
+
+    def losses(self, net: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        positions = np.sort(batch.numpy())  # increasing rows read faster from HDF5
+        logits = net(self.inputs(positions))
+        targets = self.targets[positions]
+        return torch.nn.functional.cross_entropy(logits, targets, reduction="none"), (logits.argmax(1) == targets).sum()
+
+    def validate(self) -> dict[str, float]:
+        return {}
+
+    def state(self) -> dict:
+        return self.model.state_dict()
+
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+
 def fit(
     net: torch.nn.Module,
     params: list[torch.nn.Parameter],
@@ -198,53 +231,29 @@ def fit(
     desc: str,
     device: str,
 ) -> dict:
-    """SGD with minibatches and cross-entropy over `len(labels)` examples; `inputs(positions)` gives a batch."""
+    """SGD with minibatches and cross-entropy over `len(labels)` examples, `params` trained, run by the training
+    engine (no checkpoints: an interrupted extraction tunes again); `inputs(positions)` gives a batch. Returns
+    the models manifest's statistics."""
     if not len(labels):
         raise AvemoError(f"fine-tune {desc}: no train seconds in the cache (need clips with split=train)")
-    # fused: one pass over fc6's 38 M weights per step instead of three (the update rivals the matmuls on CPU)
-    optimizer = torch.optim.SGD(
-        params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay, fused=True
-    )
-    order = torch.Generator().manual_seed(settings.seed)
-    targets = torch.from_numpy(labels).to(device)
-    rank, world = distributed.rank(), distributed.world()
-    model = net
-    if world > 1:
-        # Under torchrun: every rank draws the same global batches and takes every world-th example of each;
-        # DDP averages the gradients, so one step sees the whole global batch as a single process would.
-        tuned = {id(p) for p in params}
-        for p in net.parameters():
-            p.requires_grad_(id(p) in tuned)
-        model = torch.nn.parallel.DistributedDataParallel(net)
-    net.train()
-    started, losses = time.perf_counter(), []
-    for epoch in range(settings.epochs):
-        total, correct, seen = 0.0, 0, 0
-        batches = [b for b in torch.randperm(len(labels), generator=order).split(settings.batch_size) if len(b) >= world]
-        desc_epoch = f"fine-tune {desc} {epoch + 1}/{settings.epochs}"
-        with tqdm(batches, desc=desc_epoch, unit="batch", leave=False, disable=rank > 0) as bar:
-            for positions in bar:
-                positions = np.sort(positions.numpy()[rank::world])  # increasing rows read faster from HDF5
-                logits = model(inputs(positions))
-                loss = torch.nn.functional.cross_entropy(logits, targets[positions])
-                optimizer.zero_grad(set_to_none=False)  # reuse the gradient buffers: no 150 MB allocation per step
-                loss.backward()
-                optimizer.step()
-                total += loss.item() * len(positions)
-                correct += int((logits.argmax(1) == targets[positions]).sum())
-                seen += len(positions)
-                bar.set_postfix(loss=f"{total / seen:.4f}")
-        if world > 1:
-            sums = torch.tensor([total, correct, seen], dtype=torch.float64, device=device)
-            torch.distributed.all_reduce(sums)
-            total, correct, seen = sums[0].item(), int(sums[1].item()), int(sums[2].item())
-        losses.append(total / seen)
+    tuned = {id(p) for p in params}
+    was = {p: p.requires_grad for p in net.parameters()}
+    for p in net.parameters():  # DDP needs every parameter it sees to take part
+        p.requires_grad_(id(p) in tuned)
+    optimizer = engine.sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
+    loop = engine.Loop(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed, label=f"fine-tune {desc}")
+    started = time.perf_counter()
+    try:
+        log = engine.fit(_Tuning(net, inputs, labels, device), optimizer, loop).log
+    finally:
+        for p, flag in was.items():
+            p.requires_grad_(flag)
     net.eval()
     return {
         "epochs": settings.epochs,
         "train_seconds": len(labels),
-        "loss": [round(x, 6) for x in losses],
-        "train_accuracy": round(correct / seen, 6),  # last epoch, with dropout
+        "loss": [row["train_loss"] for row in log],
+        "train_accuracy": log[-1]["train_accuracy"] if log else 0.0,  # last epoch, with dropout
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -264,45 +273,62 @@ def finetune(
     with torch.random.fork_rng(devices=[]):  # fc8 init and dropout from the seed; the caller's RNG untouched
         torch.manual_seed(settings.seed)
         alexnet = copy.deepcopy(base)
-        alexnet.classifier[6] = torch.nn.Linear(FC7_DIM, N_CLASSES)
+        alexnet.classifier[6] = torch.nn.Linear(alexnet.classifier[4].out_features, N_CLASSES)  # fc7's width
         alexnet.to(device, memory_format=torch.channels_last)
         media.verify()
         if settings.mode == "fc":
-            pool5_rows, labels, keys = [], [], []
-            for entry, _ in media.shards():
-                with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
-                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
-                    if len(rows):
-                        pool5_rows.append(f[modality][()][rows])  # whole shard, then rows: faster than h5py fancy indexing
-                labels.append(shard_labels)
-                keys += shard_keys
-            order = _canonical(keys)
-            x = torch.from_numpy(np.concatenate(pool5_rows)[order] if pool5_rows else np.zeros((0, 1), np.float16))
+            x, labels = _pool5_examples(media, pool5, modality, exclude)
             net, params = _Classifier(alexnet, False, spectrogram_input), list(alexnet.classifier.parameters())
-            stats = fit(net, params, lambda p: x[p].to(device), np.concatenate(labels)[order], settings, modality, device)
+            stats = fit(net, params, lambda p: x[p].to(device), labels, settings, modality, device)
         else:
-            where, labels, keys = [], [], []  # (media shard path, row) of every train second
-            for _, path in media.shards():
-                with h5py.File(path, "r") as f:
-                    rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
-                where += [(path, r) for r in rows]
-                labels.append(shard_labels)
-                keys += shard_keys
-            order = _canonical(keys)
-            where = [where[i] for i in order]
-
-            def images(positions: np.ndarray) -> torch.Tensor:
-                picked = [where[p] for p in positions]
-                batch: list[np.ndarray] = [None] * len(picked)  # type: ignore[list-item]
-                for path in dict.fromkeys(q for q, _ in picked):  # one read per shard, rows increasing
-                    mine = sorted((r, i) for i, (q, r) in enumerate(picked) if q == path)
-                    for (_, i), image in zip(mine, read_media_images(path, MODALITIES[modality], [r for r, _ in mine])):
-                        batch[i] = image
-                return torch.from_numpy(np.stack(batch)).to(device)
-
+            images, labels = _image_examples(media, modality, exclude, device)
             net = _Classifier(alexnet, True, spectrogram_input)
-            stats = fit(net, list(alexnet.parameters()), images, np.concatenate(labels)[order], settings, modality, device)
+            stats = fit(net, list(alexnet.parameters()), images, labels, settings, modality, device)
     return alexnet.cpu().eval(), stats
+
+
+def _pool5_examples(
+    media: ShardStore, pool5: ShardStore | None, modality: str, exclude: frozenset[str]
+) -> tuple[torch.Tensor, np.ndarray]:
+    """pool5 [seconds, width] and the class of every second that tunes `modality` (mode fc), in canonical order."""
+    pool5_rows, labels, keys = [], [], []
+    for entry, _ in media.shards():
+        with h5py.File(pool5_shard_for(pool5, entry["clips"]), "r") as f:
+            rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
+            if len(rows):
+                pool5_rows.append(f[modality][()][rows])  # whole shard, then rows: faster than h5py fancy indexing
+        labels.append(shard_labels)
+        keys += shard_keys
+    order = _canonical(keys)
+    x = torch.from_numpy(np.concatenate(pool5_rows)[order] if pool5_rows else np.zeros((0, 1), np.float16))
+    return x, np.concatenate(labels)[order]
+
+
+def _image_examples(
+    media: ShardStore, modality: str, exclude: frozenset[str], device: str
+) -> tuple[Callable[[np.ndarray], torch.Tensor], np.ndarray]:
+    """A reader of the cached images of the seconds that tune `modality` (mode all), by position in canonical
+    order, and their classes."""
+    where, labels, keys = [], [], []  # (media shard path, row) of every train second
+    for _, path in media.shards():
+        with h5py.File(path, "r") as f:
+            rows, shard_labels, shard_keys = train_rows(read_shard_index(f), modality, exclude)
+        where += [(path, r) for r in rows]
+        labels.append(shard_labels)
+        keys += shard_keys
+    order = _canonical(keys)
+    where = [where[i] for i in order]
+
+    def images(positions: np.ndarray) -> torch.Tensor:
+        picked = [where[p] for p in positions]
+        batch: list[np.ndarray] = [None] * len(picked)  # type: ignore[list-item]
+        for path in dict.fromkeys(q for q, _ in picked):  # one read per shard, rows increasing
+            mine = sorted((r, i) for i, (q, r) in enumerate(picked) if q == path)
+            for (_, i), image in zip(mine, read_media_images(path, MODALITIES[modality], [r for r, _ in mine])):
+                batch[i] = image
+        return torch.from_numpy(np.stack(batch)).to(device)
+
+    return images, np.concatenate(labels)[order]
 
 
 def tuned_models(

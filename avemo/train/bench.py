@@ -9,8 +9,9 @@ batch (forward, input and weight gradients), its recurrent product step by step 
 gradient; weight gradient once over all steps), and the MLP. What the ratio adds on top of 1 is overhead:
 gathering and converting the inputs, activations, the LSTM's gate arithmetic, autograd and the optimizer.
 
-The epoch is timed in blocks of batches, each followed by the bare matmuls of the same batches, so that a
-busy machine slows both alike. It ends with `ratio: X`, X = epoch / bare matmuls; the goal on CPU is ≤ 1.3.
+The epoch is run by the training engine (`engine.train_epoch`, what `avemo train` runs) in blocks of
+batches, each followed by the bare matmuls of the same batches, so that a busy machine slows both alike.
+It ends with `ratio: X`, X = epoch / bare matmuls; the goal on CPU is ≤ 1.3.
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ import numpy as np
 import torch
 
 from avemo.cache import ShardStore
+from avemo.train import engine
 from avemo.train.data import FeatureSet, Standardiser, load_features
 from avemo.train.heads import EmotionHead, HeadSettings
-from avemo.train.trainer import TrainSettings, make_optimizer, run_epoch
+from avemo.train.trainer import HeadTask, TrainSettings, make_optimizer
 
 
 def write_synthetic_cache(folder: Path, clips: int, seed: int = 0, clips_per_shard: int = 512) -> int:
@@ -103,28 +105,9 @@ def bench_train(clips: int = 10900, batch_size: int = 32, seed: int = 0, blocks:
         data = load_features(tmp, memory="ram")
         load_s = time.perf_counter() - started
     print(f"load: {load_s:.1f} s")
-
-    torch.manual_seed(seed)
-    model = EmotionHead(settings.head)
     train = data.subset("train")
     Standardiser.fit(data, settings.feature_norm, train).normalise_in_place(data)
-    optimizer = make_optimizer(model, settings)
-    order = train[torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))]
-    batches = order.split(batch_size)
-    bare = BareMatmuls(settings.head, int(data.lengths.max()) * batch_size, int(data.lengths.max()), batch_size)
-    run_epoch(model, data, batches[0], optimizer, settings)  # warm-up: first-call allocations
-    bare.step(*_sizes(data, batches[0]))
-    epoch_s = bare_s = 0.0
-    for block in np.array_split(np.arange(len(batches)), blocks):
-        mine = [batches[i] for i in block]
-        started = time.perf_counter()
-        for batch in mine:
-            run_epoch(model, data, batch, optimizer, settings)
-        epoch_s += time.perf_counter() - started
-        started = time.perf_counter()
-        for batch in mine:
-            bare.step(*_sizes(data, batch))
-        bare_s += time.perf_counter() - started
+    epoch_s, bare_s = _time_epoch(data, settings, train, blocks)
     train_seconds = int(data.lengths[train].sum())
     print(
         f"epoch of the modal-fusion head: {len(train)} train clips, {train_seconds} seconds, batch {batch_size}: {epoch_s:.1f} s"
@@ -136,6 +119,31 @@ def bench_train(clips: int = 10900, batch_size: int = 32, seed: int = 0, blocks:
     return ratio
 
 
+def _time_epoch(data: FeatureSet, settings: TrainSettings, train: torch.Tensor, blocks: int) -> tuple[float, float]:
+    """Seconds of one epoch of the modal-fusion head run by the training engine (engine.train_epoch), in
+    blocks of batches, and of the bare matmuls of the same batches, each block right after the other."""
+    torch.manual_seed(settings.seed)
+    model = EmotionHead(settings.head)
+    optimizer = make_optimizer(model, settings)
+    task = HeadTask(model, data, train, torch.zeros(0, dtype=torch.int64), settings)
+    loop = engine.Loop(epochs=1, batch_size=settings.batch_size, seed=settings.seed)
+    batches = engine.epoch_order(train, settings.seed, 0).split(settings.batch_size)
+    longest = int(data.lengths.max())
+    bare = BareMatmuls(settings.head, longest * settings.batch_size, longest, settings.batch_size)
+    epoch_s = bare_s = 0.0
+    for block, numbers in enumerate([[0], *np.array_split(np.arange(len(batches)), blocks)]):  # first: warm-up
+        task.clips = torch.cat([batches[i] for i in numbers])
+        started = time.perf_counter()
+        engine.train_epoch(model, task, optimizer, loop, block)  # the engine shuffles the block's clips
+        trained_s = time.perf_counter() - started
+        started = time.perf_counter()
+        for batch in engine.epoch_order(task.clips, settings.seed, block).split(settings.batch_size):
+            bare.step(*_sizes(data, batch))
+        if block > 0:  # the warm-up's first-call allocations are not counted
+            epoch_s, bare_s = epoch_s + trained_s, bare_s + time.perf_counter() - started
+    return epoch_s, bare_s
+
+
 def _sizes(data: FeatureSet, batch: torch.Tensor) -> tuple[int, int, int]:
     lengths = data.lengths[batch]
     return int(lengths.sum()), len(batch), int(lengths.max())
@@ -144,7 +152,7 @@ def _sizes(data: FeatureSet, batch: torch.Tensor) -> tuple[int, int, int]:
 def bench_table(clips: int = 10900, seeds: int = 5, epochs: int = 40, device: str | None = None) -> float:
     """Wall time of the paper's whole Table 1 (`avemo train --approach all`) over `seeds` seeds on a synthetic
     cache of `clips` clips, every run going the full `epochs` (no early stop: the worst case)."""
-    from avemo.train.heads import APPROACHES
+    from avemo.approaches import APPROACHES
     from avemo.train.trainer import train
 
     settings = TrainSettings(epochs=epochs, patience=0, **({"device": device} if device else {}))

@@ -242,68 +242,84 @@ def validation_clips(data: FeatureSet, fraction: float | None, seed: int | None,
     were seen by fine-tuning, so selecting epochs on them would be optimistic). A cache without a record is
     split here, with `fraction` (default 0.1) and `seed` (default 0); when it was fine-tuned all the same (made
     before splits were recorded), `note` says that fine-tuning saw these clips."""
-    train = data.subset("train").numpy()
     record = data.settings.get("validation")
-    features = Path(cache) / "features"
-    number = {str(c): i for i, c in enumerate(data.clip_ids)}
-
-    def split(f: float, s: int) -> HeldOut:
-        return hold_out(
-            [str(c) for c in data.clip_ids[train]],
-            data.labels[train].tolist(),
-            [str(g) for g in data.groups[train]],
-            data.has_audio[train].tolist(),
-            f,
-            s,
-        )
-
-    def numbers(ids: tuple[str, ...] | list[str]) -> torch.Tensor:
-        return torch.tensor(sorted(number[c] for c in ids), dtype=torch.int64)
-
     if record is None:
-        f = DEFAULT_FRACTION if fraction is None else fraction
-        s = 0 if seed is None else seed
-        held = split(f, s)
-        note = ""
-        if held.clips and (data.settings.get("finetune") or {}).get("mode", "none") != "none":
-            note = (
-                f"note: {cache} was fine-tuned before extraction held a validation split out, so its AlexNets saw "
-                f"these {len(held.clips)} validation clips and epoch selection is optimistic; extract again to fix "
-                f"it (delete {features}: decoded media and pool5 are reused)"
-            )
-        return Validation(numbers(held.clips), f, s, f"validation: {held.describe()}", note)
-
+        return _split_here(data, DEFAULT_FRACTION if fraction is None else fraction, 0 if seed is None else seed, cache)
     f = record["fraction"] if fraction is None else fraction
     s = record["seed"] if seed is None else seed
     if f == 0:
         line = "validation: none (validation 0): every train clip is fitted, the last epoch is kept"
         return Validation(torch.zeros(0, dtype=torch.int64), 0.0, s, line)
     if (f, s) != (record["fraction"], record["seed"]):
-        asked = f"--validation {f:g}" + (f" with seed {s}" if s != record["seed"] else "")
-        cached = f"--validation {record['fraction']:g}" + (f" with seed {record['seed']}" if s != record["seed"] else "")
-        tuned = (
-            f"were fine-tuned on every train clip ({cached} at extraction)"
-            if not record["clips"]
-            else f"were fine-tuned on every train clip except the {record['clips']} validation clip"
-            f"{'s' * (record['clips'] != 1)} fixed at extraction ({cached})"
+        _refuse_other_split(record, f, s, cache)
+    return _recorded_split(data, record, f, s, Path(cache) / "features")
+
+
+def _hold_out(data: FeatureSet, fraction: float, seed: int) -> HeldOut:
+    """hold_out over the train clips of `data`."""
+    train = data.subset("train").numpy()
+    return hold_out(
+        [str(c) for c in data.clip_ids[train]],
+        data.labels[train].tolist(),
+        [str(g) for g in data.groups[train]],
+        data.has_audio[train].tolist(),
+        fraction,
+        seed,
+    )
+
+
+def _numbers(data: FeatureSet, ids: tuple[str, ...] | list[str]) -> torch.Tensor:
+    """The clip numbers of clip ids, sorted."""
+    number = {str(c): i for i, c in enumerate(data.clip_ids)}
+    return torch.tensor(sorted(number[c] for c in ids), dtype=torch.int64)
+
+
+def _split_here(data: FeatureSet, fraction: float, seed: int, cache: str | Path) -> Validation:
+    """The split of a cache without a record (a note when it was fine-tuned all the same)."""
+    held = _hold_out(data, fraction, seed)
+    note = ""
+    if held.clips and (data.settings.get("finetune") or {}).get("mode", "none") != "none":
+        note = (
+            f"note: {cache} was fine-tuned before extraction held a validation split out, so its AlexNets saw "
+            f"these {len(held.clips)} validation clips and epoch selection is optimistic; extract again to fix "
+            f"it (delete {Path(cache) / 'features'}: decoded media and pool5 are reused)"
         )
-        raise AvemoError(
-            f"{asked}: the AlexNets of {cache} {tuned}, so another split would select epochs on clips they were "
-            f"tuned on; give {cached} (the cache's), or --validation 0 to keep the last epoch, or extract again "
-            f"with {asked} (delete {features}: decoded media and pool5 are reused)"
-        )
-    held = split(f, s)
+    return Validation(_numbers(data, held.clips), fraction, seed, f"validation: {held.describe()}", note)
+
+
+def _refuse_other_split(record: dict, f: float, s: int, cache: str | Path) -> None:
+    """Another split than the one extraction left out of fine-tuning: one line naming the cache's."""
+    asked = f"--validation {f:g}" + (f" with seed {s}" if s != record["seed"] else "")
+    cached = f"--validation {record['fraction']:g}" + (f" with seed {record['seed']}" if s != record["seed"] else "")
+    tuned = (
+        f"were fine-tuned on every train clip ({cached} at extraction)"
+        if not record["clips"]
+        else f"were fine-tuned on every train clip except the {record['clips']} validation clip"
+        f"{'s' * (record['clips'] != 1)} fixed at extraction ({cached})"
+    )
+    raise AvemoError(
+        f"{asked}: the AlexNets of {cache} {tuned}, so another split would select epochs on clips they were "
+        f"tuned on; give {cached} (the cache's), or --validation 0 to keep the last epoch, or extract again "
+        f"with {asked} (delete {Path(cache) / 'features'}: decoded media and pool5 are reused)"
+    )
+
+
+def _recorded_split(data: FeatureSet, record: dict, f: float, s: int, features: Path) -> Validation:
+    """The split recorded at extraction: rebuilt by hold_out, or the ids written then (FEATURES/validation.json)
+    when these rules give another."""
+    held = _hold_out(data, f, s)
     if held.sha256 == record["sha256"]:
         ids, line = held.clips, held.describe()
     else:  # split by another version of the rules: the ids written at extraction
         listed = features / "validation.json"
         ids = json.loads(listed.read_text())["clips"] if listed.is_file() else None
-        if ids is None or clips_sha256(ids) != record["sha256"] or any(c not in number for c in ids):
+        known = set(map(str, data.clip_ids))
+        if ids is None or clips_sha256(ids) != record["sha256"] or any(c not in known for c in ids):
             raise AvemoError(
                 f"{features}: the validation split recorded at extraction ({record['clips']} clips) cannot be "
                 f"rebuilt{'' if listed.is_file() else f' and {listed} is missing'}; extract again (delete {features}: "
                 "decoded media and pool5 are reused)"
             )
-        ids, line = tuple(ids), f"{len(ids)} of {len(train)} train clips ({record['method']})"
+        ids, line = tuple(ids), f"{len(ids)} of {len(data.subset('train'))} train clips ({record['method']})"
     where = ", fixed at extraction (fine-tuning never saw them)" if ids else " (at extraction)"
-    return Validation(numbers(ids), f, s, f"validation: {line}{where}")
+    return Validation(_numbers(data, ids), f, s, f"validation: {line}{where}")

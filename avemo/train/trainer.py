@@ -5,6 +5,7 @@ RUN/<approach>/       settings.json, log.csv (per epoch: train loss, validation 
                       model.pt (the selected epoch), last.pt (the latest epoch, to resume from),
                       predictions.csv (every clip, with its split, true class and class probabilities)
 RUN/late/{visual,audio}/  late fusion's two per-second MLP classifiers (paper eq. 14), laid out as above
+(the layout's owner: avemo.runfolder)
 
 One approach that cannot be trained (e.g. an audio model without train clips that have sound) does not stop
 the others: they finish, and the failures are reported at the end (an error, so the exit status is not 0).
@@ -17,80 +18,36 @@ test clips are only predicted, once, at the end.
 Choices where the paper is silent (options of TrainSettings): SGD with momentum 0.9, learning rate 0.01,
 minibatches of 32, at most 40 epochs, 10% of the train clips for validation, selection by validation
 loss, patience 10; features z-scored with the statistics of the clips trained on.
-A run killed at any point resumes where it stopped when started again with the same command: every epoch
-ends with an atomic `last.pt` (model, optimizer, epoch, settings, log), and the random streams of an epoch
-(shuffle, dropout) are derived from (seed, epoch), so a resumed run equals an uninterrupted one. A folder
-trained with other settings is never overwritten: the run stops and names the settings that differ.
+Each head is a `HeadTask` run by the training engine (avemo.train.engine: epochs, random streams per
+(seed, epoch), selection, patience, last.pt after every epoch), so a run killed at any point resumes where
+it stopped when started again with the same command, equal to an uninterrupted one. A folder trained with
+other settings is never overwritten: the run stops and names the settings that differ.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
-from avemo import distributed
-from avemo.atomic import ensure_dir, load_torch, read_json, save_torch, write_json, write_text
-from avemo.datasets.labels import AROUSAL_NAMES, to_label
+from avemo import distributed, runfolder
+from avemo.approaches import APPROACHES, N_CLASSES
+from avemo.atomic import ensure_dir, load_torch, write_json
+from avemo.datasets.labels import AROUSAL_NAMES
 from avemo.errors import AvemoError
-from avemo.train.data import FeatureSet, Standardiser, cache_identity, load_features, validation_clips
-from avemo.train.heads import APPROACHES, N_CLASSES, EmotionHead, HeadSettings
+from avemo.train import engine
+from avemo.train.data import FeatureSet, Standardiser, Validation, load_features, validation_clips
+from avemo.train.heads import EmotionHead, late_fusion
+from avemo.train.settings import TrainSettings
 
-LATE_ALPHA = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
-CHOICES = {
-    "supervise": ("last", "every"),
-    "late_from": ("mlp", "lstm"),
-    "class_weights": ("none", "balanced"),
-    "select": ("loss", "accuracy", "last"),
-    "feature_norm": ("zscore", "none"),
-}
-
-
-@dataclass(frozen=True)
-class TrainSettings:
-    head: HeadSettings = field(default_factory=HeadSettings)
-    epochs: int = 40  # at most; the paper gives no number
-    batch_size: int = 32  # paper: "minibatches" (no size given)
-    lr: float = 0.01  # paper: SGD (no rate given)
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    clip_grad: float = 0.0  # max gradient norm; 0 = off, as in the paper
-    # every: cross-entropy on every second, each step predicting its clip's class (paper: "trained end-to-end to
-    # predict the videos emotion class at each time step"); last: on each clip's last second only (the clip's
-    # prediction is its last second either way)
-    supervise: str = "every"
-    # late fusion (eq. 14) mixes "two MLP classifiers" (paper): mlp trains a per-second MLP per modality
-    # (heads.HeadSettings.temporal none) in RUN/late/; lstm mixes the visual-only and audio-only LSTM heads
-    late_from: str = "mlp"
-    class_weights: str = "none"  # balanced: weight n / (3·n_class) per clip; off by default, as in the paper
-    # fraction of the train clips held out for model selection; 0 = keep the last epoch; None = the split the
-    # cache's extraction left out of fine-tuning (any other is refused), 0.1 for a cache without one
-    validation: float | None = None
-    validation_seed: int | None = None  # the same held-out clips for every seed and approach (paired comparisons)
-    # the epoch with the lowest validation loss (smoother than accuracy on a small validation set, where a slow
-    # start can leave accuracy flat for many epochs), the best validation accuracy, or the last epoch
-    select: str = "loss"
-    patience: int = 10  # stop after this many epochs without a better validation score; 0 = never early
-    seed: int = 0
-    deterministic: bool = False  # torch.use_deterministic_algorithms (slower on GPU; CPU is deterministic anyway)
-    feature_norm: str = "zscore"  # zscore | none
-    device: str = "cuda" if torch.cuda.is_available() else "cpu"
-
-    def __post_init__(self) -> None:
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise AvemoError(f"{name} {getattr(self, name)!r}: must be one of {', '.join(allowed)}")
-        if self.validation is not None and not 0 <= self.validation < 1:
-            raise AvemoError(f"validation {self.validation}: must be a fraction in [0, 1)")
+# (LSTM size, seed, approach, its folder name, its folder relative to RUN)
+Plan = list[tuple[int, int, str, str, str]]
 
 
 def train(
@@ -111,7 +68,7 @@ def train(
     rank 0 writes."""
     distributed.init_from_env()
     run = Path(run)
-    previous = check_run_cache(run, cache)  # before anything is read or written: a run holds one cache's models
+    previous = runfolder.check_cache(run, cache)  # before anything is read or written: a run holds one cache's models
     run.mkdir(parents=True, exist_ok=True)
     seeds = seeds or [settings.seed]
     lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
@@ -136,6 +93,41 @@ def _train(
     mmap_dir: Path,
     previous: dict | None,
 ) -> Path:
+    data, settings, held, fitting = _prepare(cache, settings, memory, mmap_dir)
+    norm = Standardiser.fit(data, settings.feature_norm, fitting)
+    norm.normalise_in_place(data)  # once, for every approach: the same clips give the same statistics
+    if settings.device.startswith("cuda") and 2 * data.visual.nbytes < torch.cuda.mem_get_info()[0] / 2:
+        data.to(settings.device)  # batches are then gathered on the GPU
+    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
+    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
+    if distributed.rank() == 0:
+        _write_run_info(run, cache, data, held, approaches, order, seeds, lstm_sizes, previous)
+    _announce(data, held, fitting)
+    failures = []
+    probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
+    for size, seed, approach, folder, out_name in _plan(order, settings, seeds, lstm_sizes):
+        name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
+        approach_settings = replace(settings, head=replace(settings.head, approach=approach, lstm_hidden=size), seed=seed)
+        trained = probabilities.setdefault((size, seed), {})
+        out = ensure_dir(run / out_name, under=run)
+        try:
+            trained[approach] = _fit_one(data, approach_settings, out, norm, fitting, held, trained)
+        except AvemoError as e:
+            failures.append(f"{name}: {e}")
+            print(f"{distributed.tag()}{name}: not trained: {e}")
+            continue
+        _summary(name, trained[approach], data, held.clips)
+    distributed.barrier()
+    if failures:
+        raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
+    return run
+
+
+def _prepare(
+    cache: str | Path, settings: TrainSettings, memory: str, mmap_dir: Path
+) -> tuple[FeatureSet, TrainSettings, Validation, torch.Tensor]:
+    """The features, the settings as resolved (device, feature width, validation split), the validation
+    split and the clips fitted (the train clips but the validation ones)."""
     if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
         torch.use_deterministic_algorithms(True)
@@ -143,34 +135,49 @@ def _train(
     data = load_features(cache, memory, mmap_dir)
     settings = replace(settings, device=device, head=replace(settings.head, feature_dim=data.visual.shape[1]))
     held = validation_clips(data, settings.validation, settings.validation_seed, cache)
-    validation = held.clips
     settings = replace(settings, validation=held.fraction, validation_seed=held.seed)  # as resolved, in every record
-    fitting = _without(data.subset("train"), validation)
-    norm = Standardiser.fit(data, settings.feature_norm, fitting)
-    norm.normalise_in_place(data)  # once, for every approach: the same clips give the same statistics
-    if device.startswith("cuda") and 2 * data.visual.nbytes < torch.cuda.mem_get_info()[0] / 2:
-        data.to(device)  # batches are then gathered on the GPU
+    return data, settings, held, _without(data.subset("train"), held.clips)
+
+
+def _plan(order: list[str], settings: TrainSettings, seeds: list[int], sizes: list[int]) -> Plan:
+    """Every model to train, in order; late fusion's MLP classifiers have no LSTM: one size is enough."""
+    plan = []
+    for size in sizes:
+        for seed in seeds:
+            for approach in order:
+                folder = runfolder.model_folder(approach, size, sizes)
+                if approach == "late" and settings.late_from == "mlp" and folder != approach:
+                    continue
+                plan.append((size, seed, approach, folder, runfolder.model_path(approach, size, seed, sizes, seeds)))
+    return plan
+
+
+def _write_run_info(
+    run: Path,
+    cache: str | Path,
+    data: FeatureSet,
+    held: Validation,
+    approaches: list[str],
+    order: list[str],
+    seeds: list[int],
+    sizes: list[int],
+    previous: dict | None,
+) -> None:
+    """RUN/run.json: what the run holds, over every `avemo train` into it (evaluate refuses a run whose seeds
+    are half written)."""
+    before = previous or {}
     train_labels = data.labels[data.subset("train")]
     counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
-    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
-    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
-    plan = [
-        (size, seed, approach, _folder(approach, size, lstm_sizes), _out(approach, size, seed, lstm_sizes, seeds))
-        for size in lstm_sizes
-        for seed in seeds
-        for approach in order
-        if not (approach == "late" and settings.late_from == "mlp" and _folder(approach, size, lstm_sizes) != approach)
-    ]  # late fusion's MLP classifiers have no LSTM: one size is enough
-    if distributed.rank() == 0:
-        # what the run holds, over every `avemo train` into it (evaluate refuses a run whose seeds are half written)
-        expected = [f"{out}/predictions.csv" for *_, out in plan]
-        before = previous or {}
-        info = {"cache": str(Path(cache).resolve()), "cache_sha256": data.identity}
-        info |= {"approaches": _union(before.get("approaches"), approaches), "seeds": seeds, "lstm_hidden": lstm_sizes}
-        info |= {"predictions": _union(before.get("predictions"), expected)}
-        info |= {"train_counts": counts, "validation_clips": data.clip_ids[validation.numpy()].tolist()}
-        info |= {"validation": {"fraction": held.fraction, "seed": held.seed, "split": held.line, "note": held.note}}
-        write_json(run / "run.json", info)
+    expected = runfolder.expected_names(order, seeds, sizes)
+    info = {"cache": str(Path(cache).resolve()), "cache_sha256": data.identity}
+    info |= {"approaches": runfolder.union(before.get("approaches"), approaches), "seeds": seeds, "lstm_hidden": sizes}
+    info |= {"predictions": runfolder.union(before.get("predictions"), expected)}
+    info |= {"train_counts": counts, "validation_clips": data.clip_ids[held.clips.numpy()].tolist()}
+    info |= {"validation": {"fraction": held.fraction, "seed": held.seed, "split": held.line, "note": held.note}}
+    runfolder.write_info(run, info)
+
+
+def _announce(data: FeatureSet, held: Validation, fitting: torch.Tensor) -> None:
     sounding = int(data.has_audio[data.subset("train")].sum())
     if sounding and not data.has_audio[fitting].any():  # hold_out avoids it; a safety net for foreign splits
         held = replace(held, note=f"warning: all {sounding} train clips with sound are in the validation split")
@@ -178,37 +185,32 @@ def _train(
         if line:
             print(f"{distributed.tag()}{line}")
     print(
-        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(validation)} for validation, "
+        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(held.clips)} for validation, "
         f"{len(data.subset('test'))} test clips (never read for training or selection)"
     )
-    failures = []
-    probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    for size, seed, approach, folder, out_name in plan:
-        out = ensure_dir(run / out_name, under=run)
-        name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
-        head = replace(settings.head, approach=approach, lstm_hidden=size)
-        approach_settings = replace(settings, head=head, seed=seed)
-        trained = probabilities.setdefault((size, seed), {})
-        try:
-            if approach == "late":
-                probs = fit_late(data, approach_settings, out, norm, fitting, validation, trained)
-            else:
-                probs = fit_and_write(data, approach_settings, out, norm, fitting, validation)
-        except AvemoError as e:
-            failures.append(f"{name}: {e}")
-            print(f"{distributed.tag()}{name}: not trained: {e}")
-            continue
-        trained[approach] = probs
-        summary = [
-            f"{name} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
-            for name, clips in (("validation", validation), ("test", data.subset("test")))
-            if len(clips)
-        ]
-        print(f"{distributed.tag()}{name}: {', '.join(summary)}")
-    distributed.barrier()
-    if failures:
-        raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
-    return run
+
+
+def _summary(name: str, probs: np.ndarray, data: FeatureSet, validation: torch.Tensor) -> None:
+    summary = [
+        f"{part} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
+        for part, clips in (("validation", validation), ("test", data.subset("test")))
+        if len(clips)
+    ]
+    print(f"{distributed.tag()}{name}: {', '.join(summary)}")
+
+
+def _fit_one(
+    data: FeatureSet,
+    settings: TrainSettings,
+    out: Path,
+    norm: Standardiser,
+    fitting: torch.Tensor,
+    held: Validation,
+    trained: dict[str, np.ndarray],
+) -> np.ndarray:
+    if settings.head.approach == "late":
+        return fit_late(data, settings, out, norm, fitting, held.clips, trained)
+    return fit_and_write(data, settings, out, norm, fitting, held.clips)
 
 
 def fit_and_write(
@@ -218,8 +220,8 @@ def fit_and_write(
     ensure_dir(out)
     probs = fit(data, settings, out, norm, fitting, validation)
     if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
-        write_json(out / "settings.json", asdict(settings))
-        write_predictions(out / "predictions.csv", data, probs)
+        write_json(out / runfolder.SETTINGS, asdict(settings))
+        _write_predictions(out, data, probs)
     return probs
 
 
@@ -247,64 +249,48 @@ def fit_late(
     probs = late_fusion(parts["audio"], parts["visual"], data.has_audio.numpy())
     ensure_dir(out)
     if distributed.rank() == 0:
-        write_json(out / "settings.json", asdict(settings))
-        write_predictions(out / "predictions.csv", data, probs)
+        write_json(out / runfolder.SETTINGS, asdict(settings))
+        _write_predictions(out, data, probs)
     return probs
 
 
-RUN_JSON_REMEDY = (
-    "delete it and run `avemo train` again into this folder with the cache it was trained on (finished models are "
-    "kept: each checkpoint records its cache, and another cache is refused)"
-)
+def _write_predictions(out: Path, data: FeatureSet, probs: np.ndarray) -> None:
+    runfolder.write_predictions(out / runfolder.PREDICTIONS, data.clip_ids, data.split, data.labels.tolist(), probs)
 
 
-def run_info(run: Path) -> dict:
-    """RUN/run.json, checked: a JSON object naming the cache (one clear line when it is not)."""
-    path = Path(run) / "run.json"
-    if not path.is_file():
-        raise AvemoError(f"{path}: not found; is {run} a run directory of `avemo train`?")
-    info = read_json(path, RUN_JSON_REMEDY)
-    if not isinstance(info.get("cache"), str) or not info["cache"]:
-        raise AvemoError(f'{path}: names no cache (no "cache" entry); {RUN_JSON_REMEDY}')
-    return info
+# -- one head, on the engine ------------------------------------------------------------------------------
+@dataclass
+class HeadTask:
+    """Training one head (engine.Task): the clips fitted, cross-entropy per clip, validation loss and
+    accuracy on the validation clips."""
 
+    model: EmotionHead
+    data: FeatureSet
+    clips: torch.Tensor  # the clips fitted
+    validation: torch.Tensor  # the clips epochs are selected on
+    settings: TrainSettings
+    weights: torch.Tensor | None = None  # per-class loss weights
+    counts_correct: bool = False
 
-def run_cache(run: Path) -> Path:
-    """The cache a run directory was trained on (RUN/run.json)."""
-    return Path(run_info(run)["cache"])
+    def examples(self) -> torch.Tensor:
+        return self.clips
 
+    def losses(self, net: torch.nn.Module, batch: torch.Tensor) -> torch.Tensor:
+        return clip_losses(net, self.data, batch, self.settings, self.weights)
 
-def check_run_cache(run: Path, cache: str | Path) -> dict | None:
-    """Refuse to train RUN on `cache` when RUN/run.json records another cache (by the identity of its features,
-    not its path: a cache extracted again at the same path is another cache). Returns run.json (None if absent)."""
-    path = Path(run) / "run.json"
-    if not path.exists() and not path.is_symlink():
-        return None
-    info = run_info(run)
-    recorded, identity = info.get("cache_sha256"), cache_identity(cache)
-    if recorded == identity:
-        return info
-    way_out = f"give another --run, or delete {run} to train it again on {cache}"
-    if recorded is None:
-        raise AvemoError(
-            f"{path}: records no cache identity (written by an older avemo), so {run} may hold models of another "
-            f"cache than {cache}; {way_out}"
-        )
-    same_path = Path(info["cache"]).resolve() == Path(cache).resolve()
-    what = (
-        f"the features of {cache} changed since {run} was trained on them (extracted again?)"
-        if same_path
-        else f"{run} was trained on another cache, {info['cache']}"
-    )
-    raise AvemoError(
-        f"{what} (features {recorded[:12]}, now {identity[:12]}): a run holds the models of one cache and never "
-        f"mixes two; {way_out}"
-    )
+    def validate(self) -> dict[str, float]:
+        if not len(self.validation):
+            return {}
+        probs = predict(self.model, self.data, self.validation, self.settings.device)
+        truth = self.data.labels[self.validation].numpy()
+        loss = float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-12)).mean())
+        return {"validation_loss": loss, "validation_accuracy": float((probs.argmax(1) == truth).mean())}
 
+    def state(self) -> dict:
+        return self.model.state_dict()
 
-def late_fusion(audio: np.ndarray, visual: np.ndarray, has_audio: np.ndarray) -> np.ndarray:
-    """Paper eq. 14 for clips with sound; a clip without an audio stream keeps its visual probabilities."""
-    return np.where(has_audio[:, None], LATE_ALPHA * audio + (1 - LATE_ALPHA) * visual, visual)
+    def load(self, state: dict) -> None:
+        self.model.load_state_dict(state)
 
 
 def fit(
@@ -316,129 +302,70 @@ def fit(
     validation: torch.Tensor,
 ) -> np.ndarray:
     """Train one head on the `fitting` clips of `data` (already normalised by `norm`, which is saved with the
-    model for new videos), select the epoch on `validation`; returns class probabilities for every clip."""
-    head = settings.head
-    clips = fitting[data.has_audio[fitting]] if head.approach == "audio" else fitting  # no silence lessons
-    if head.approach == "audio" and len(clips) == 0:
+    model for new videos), select the epoch on `validation`; returns class probabilities for every clip.
+    OUT/model.pt holds the selected epoch, OUT/last.pt the latest (engine.Checkpoints)."""
+    clips = fitting[data.has_audio[fitting]] if settings.head.approach == "audio" else fitting  # no silence lessons
+    if settings.head.approach == "audio" and len(clips) == 0:
         raise AvemoError("no train clip has an audio stream: the audio-only head cannot be trained")
-    device = settings.device
-    torch.manual_seed(settings.seed)  # the initial weights (every rank alike; DDP also broadcasts rank 0's)
-    model = EmotionHead(head).to(device)
-    optimizer = make_optimizer(model, settings)
-    weights = class_weights(data.labels[clips], settings.class_weights, device)
+    _refuse_lone_model(out)
+    torch.manual_seed(settings.seed)  # the initial weights (every rank alike)
+    model = EmotionHead(settings.head).to(settings.device)
+    weights = class_weights(data.labels[clips], settings.class_weights, settings.device)
+    task = HeadTask(model, data, clips, validation, settings, weights)
+    engine.fit(
+        task, make_optimizer(model, settings), _loop(settings, out), _checkpoints(settings, out, data, norm, clips, validation)
+    )
+    _load_selected(model, out, data.identity)
+    return predict(model, data, torch.arange(len(data.labels)), settings.device)
+
+
+def _loop(settings: TrainSettings, out: Path) -> engine.Loop:
+    return engine.Loop(
+        epochs=settings.epochs,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        select=settings.select,
+        patience=settings.patience,
+        clip_grad=settings.clip_grad,
+        label=f"train {out}",  # the folder: names the model in the progress bar and in messages
+    )
+
+
+def _checkpoints(
+    settings: TrainSettings, out: Path, data: FeatureSet, norm: Standardiser, clips: torch.Tensor, validation: torch.Tensor
+) -> engine.Checkpoints:
+    """last.pt's record (what must match to resume: settings, clips fitted, cache) and what model.pt keeps
+    beside the selected weights (predict and the joint pass read its settings, norm and validation)."""
     record = json.loads(json.dumps(asdict(settings)))
     del record["late_from"]  # how late fusion mixes models is not a setting of any one model
-    progress = {"epoch": 0, "log": [], "best": None, "best_epoch": 0, "stale": 0, "finished": False}
-    last = out / "last.pt"
     fitting_ids = data.clip_ids[clips.numpy()].tolist()
-    if last.exists() or last.is_symlink():
-        progress = _resume(last, out, record, fitting_ids, data.identity, model, optimizer)
-        if not progress["finished"]:
-            print(f"{distributed.tag()}{out}: resuming after epoch {progress['epoch']}")
-    elif (out / "model.pt").exists():  # a selected model without its last.pt: nothing says which cache made it
+    validation_ids = data.clip_ids[validation.numpy()].tolist()
+    return engine.Checkpoints(
+        folder=out,
+        record={"settings": record, "fitting": fitting_ids, "cache_sha256": data.identity},
+        best="model.pt",
+        extras={"settings": record, "norm": norm.state(), "validation": validation_ids, "cache_sha256": data.identity},
+    )
+
+
+def _refuse_lone_model(out: Path) -> None:
+    """A selected model without its last.pt: nothing says which cache and settings made it."""
+    last = out / "last.pt"
+    if not (last.exists() or last.is_symlink()) and (out / "model.pt").exists():
         raise AvemoError(
             f"{out / 'model.pt'}: a trained head without {last.name} (the record of its cache and settings); "
             "give another --run, or delete that folder to train it again"
         )
-    cache_record = {"cache_sha256": data.identity}
-    trained = _ddp(model)
-    validation_ids = data.clip_ids[validation.numpy()].tolist()
-    epochs = range(progress["epoch"] + 1, settings.epochs + 1)
-    bar = tqdm(epochs, desc=f"train {out.name}", unit="epoch", disable=progress["finished"] or distributed.rank() > 0)
-    for epoch in [] if progress["finished"] else bar:
-        shuffle = torch.Generator().manual_seed(_stream(settings.seed, epoch))  # the same on every rank
-        torch.manual_seed(_stream(settings.seed, epoch, distributed.rank() + 1))  # dropout
-        order = clips[torch.randperm(len(clips), generator=shuffle)]
-        row = {"epoch": epoch, "train_loss": run_epoch(trained, data, order, optimizer, settings, weights)}
-        if len(validation):
-            probs = predict(model, data, validation, device)
-            truth = data.labels[validation].numpy()
-            row["validation_loss"] = float(-np.log(np.maximum(probs[np.arange(len(truth)), truth], 1e-12)).mean())
-            row["validation_accuracy"] = float((probs.argmax(1) == truth).mean())
-        progress["log"].append(row)
-        score = {"accuracy": row.get("validation_accuracy"), "loss": -row.get("validation_loss", 0)}.get(settings.select)
-        if settings.select == "last" or not len(validation):
-            score = epoch
-        if progress["best"] is None or score > progress["best"]:
-            progress |= {"best": score, "best_epoch": epoch, "stale": 0}
-            checkpoint = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "epoch": epoch}
-            checkpoint |= {"settings": record, "norm": norm.state(), "validation": validation_ids} | cache_record
-            _save(out / "model.pt", checkpoint)
-        else:
-            progress["stale"] += 1
-        progress["epoch"] = epoch
-        stop = settings.patience > 0 and progress["stale"] >= settings.patience
-        progress["finished"] = stop or epoch == settings.epochs
-        bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch"})
-        _save(
-            last,
-            {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "settings": record,
-                "fitting": fitting_ids,
-                "progress": progress,
-            }
-            | cache_record,
-        )
-        if stop:
-            print(f"{distributed.tag()}{out}: no better validation {settings.select} for {settings.patience} epochs; stopped")
-            break
-    bar.close()
-    if distributed.rank() == 0:
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=list(progress["log"][0]))
-        writer.writeheader()
-        writer.writerows(progress["log"])
-        write_text(out / "log.csv", text.getvalue())
-    distributed.barrier()
-    best = load_torch(out / "model.pt", f"delete {out} to train it again")
-    if best.get("cache_sha256") != data.identity:
-        raise AvemoError(f"{out / 'model.pt'}: not the head trained here on this cache; delete {out} to train it again")
-    _load_state(model, best, out / "model.pt", f"delete {out} to train it again")
-    return predict(model, data, torch.arange(len(data.labels)), device)
 
 
-def _resume(
-    last: Path,
-    out: Path,
-    record: dict,
-    fitting_ids: list[str],
-    identity: str,
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer,
-) -> dict:
-    """The progress of OUT/last.pt, with its model and optimizer state loaded; refused (one line naming the
-    folder and the way out) when it was trained on another cache, with other settings or clips, or is not
-    a checkpoint of avemo's."""
-    remedy = "give another --run, or delete that folder to train it again"
-    saved = load_torch(last, remedy)
+def _load_selected(model: EmotionHead, out: Path, identity: str) -> None:
+    """Load OUT/model.pt (the selected epoch) into `model`, refused unless it was trained on this cache."""
+    path, remedy = out / "model.pt", f"delete {out} to train it again"
+    best = load_torch(path, remedy)
+    if best.get("cache_sha256") != identity:
+        raise AvemoError(f"{path}: not the head trained here on this cache; {remedy}")
     try:
-        differ = _differences(saved["settings"], record)
-        if saved.get("cache_sha256") != identity:
-            was = "a cache not recorded (an older avemo)" if saved.get("cache_sha256") is None else "another cache"
-            differ.insert(0, f"the cache: {was}, not these features")
-        elif saved["fitting"] != fitting_ids:
-            differ.append("the clips trained on (another validation split)")
-        progress = saved["progress"]
-        keys = {"epoch", "log", "best", "best_epoch", "stale", "finished"}
-        if not isinstance(progress, dict) or not keys <= set(progress):
-            raise KeyError("progress")
-    except (KeyError, TypeError, AttributeError):
-        raise AvemoError(f"{last}: not a checkpoint written by `avemo train`; {remedy}") from None
-    if differ:
-        raise AvemoError(f"{out} holds a model trained with other settings ({'; '.join(differ[:3])}): {remedy}")
-    _load_state(model, saved, last, remedy)
-    try:
-        optimizer.load_state_dict(saved["optimizer"])
-    except (KeyError, TypeError, ValueError, RuntimeError, IndexError):
-        raise AvemoError(f"{last}: not a checkpoint written by `avemo train` (its optimizer state); {remedy}") from None
-    return progress
-
-
-def _load_state(model: torch.nn.Module, saved: dict, path: Path, remedy: str) -> None:
-    try:
-        model.load_state_dict(saved["model"])
+        model.load_state_dict(best["model"])
     except (KeyError, TypeError, RuntimeError, AttributeError) as e:
         raise AvemoError(f"{path}: not a head of these settings ({str(e).splitlines()[0][:100]}); {remedy}") from None
 
@@ -446,47 +373,7 @@ def _load_state(model: torch.nn.Module, saved: dict, path: Path, remedy: str) ->
 def make_optimizer(model: torch.nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     """SGD with momentum (paper: "stochastic gradient descent") over the trainable parameters."""
     params = [p for p in model.parameters() if p.requires_grad]
-    return sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-
-
-def sgd(params: list, **options) -> torch.optim.Optimizer:
-    """torch's SGD, fused into one kernel where this torch has it for the device (a third faster on CPU)."""
-    try:
-        return torch.optim.SGD(params, **options, fused=True)
-    except (RuntimeError, TypeError):  # older torch, or a device without the fused kernel
-        return torch.optim.SGD(params, **options)
-
-
-def run_epoch(
-    model: torch.nn.Module,
-    data: FeatureSet,
-    order: torch.Tensor,
-    optimizer: torch.optim.Optimizer,
-    settings: TrainSettings,
-    weights: torch.Tensor | None = None,
-) -> float:
-    """One pass of SGD over the clips in `order`, minibatch by minibatch; returns the mean train loss.
-
-    Under torchrun each rank takes every world()-th clip of a batch; its loss is scaled so that the gradients
-    DDP averages equal those of the whole batch on one process."""
-    model.train()
-    world, rank = distributed.world(), distributed.rank()
-    total = torch.zeros((), device=settings.device)
-    for batch in order.split(settings.batch_size):
-        mine = batch[rank::world]
-        optimizer.zero_grad(set_to_none=True)
-        if len(mine):
-            loss = clip_losses(model, data, mine, settings, weights).sum() * (world / len(batch))
-        else:  # a short last batch: still take part in DDP's gradient exchange
-            loss = sum(p.sum() * 0 for p in model.parameters())
-        loss.backward()
-        if settings.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), settings.clip_grad)
-        optimizer.step()
-        total += loss.detach() * len(batch) / world
-    if world > 1:
-        torch.distributed.all_reduce(total)
-    return float(total) / len(order)
+    return engine.sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
 
 def clip_losses(
@@ -540,65 +427,9 @@ def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, device: s
     return torch.cat(out).numpy() if out else np.zeros((0, N_CLASSES), np.float32)
 
 
-def write_predictions(path: Path, data: FeatureSet, probs: np.ndarray) -> None:
-    """predictions.csv, written atomically (never through a link)."""
-    text = io.StringIO()
-    writer = csv.writer(text)
-    writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
-    for clip_id, split, label, p in zip(data.clip_ids, data.split, data.labels.tolist(), probs):
-        writer.writerow([clip_id, split, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
-    write_text(path, text.getvalue())
-
-
-def _ddp(model: torch.nn.Module) -> torch.nn.Module:
-    if distributed.world() == 1:
-        return model
-    ids = [torch.cuda.current_device()] if next(model.parameters()).is_cuda else None
-    return torch.nn.parallel.DistributedDataParallel(model, device_ids=ids)
-
-
-def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
-    """'name: saved → wanted' for every setting that differs (nested dicts by dotted name)."""
-    out = []
-    for key in sorted(set(saved) | set(wanted)):
-        a, b = saved.get(key), wanted.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += _differences(a, b, f"{prefix}{key}.")
-        elif a != b and key != "device":
-            out.append(f"{prefix}{key}: {a} → {b}")
-    return out
-
-
-def _folder(approach: str, size: int, sizes: list[int]) -> str:
-    """RUN/<approach>, or RUN/<approach>-lstm<N> in a sweep of LSTM sizes for every size but the paper's."""
-    return approach if len(sizes) == 1 or size == HeadSettings.lstm_hidden else f"{approach}-lstm{size}"
-
-
-def _out(approach: str, size: int, seed: int, sizes: list[int], seeds: list[int]) -> str:
-    """The folder of one model, relative to RUN: <folder>, or <folder>/seed-<s> with several seeds."""
-    return _folder(approach, size, sizes) + (f"/seed-{seed}" if len(seeds) > 1 else "")
-
-
-def _union(before: list | None, now: list) -> list:
-    """`before` (a run.json list) then what `now` adds, in order, without repeats."""
-    kept = list(before) if isinstance(before, list) else []
-    return kept + [x for x in now if x not in kept]
-
-
-def _stream(*key: int) -> int:
-    """A seed for one random stream (e.g. seed, epoch, rank), well mixed."""
-    return int(np.random.SeedSequence(list(key)).generate_state(1)[0])
-
-
 def _without(clips: torch.Tensor, removed: torch.Tensor) -> torch.Tensor:
     return clips[~torch.isin(clips, removed)]
 
 
 def _accuracy(probs: np.ndarray, data: FeatureSet, clips: torch.Tensor) -> float:
     return float((probs[clips.numpy()].argmax(1) == data.labels[clips].numpy()).mean())
-
-
-def _save(path: Path, value: dict) -> None:
-    """A checkpoint, written atomically by rank 0 only."""
-    if distributed.rank() == 0:
-        save_torch(value, path)
