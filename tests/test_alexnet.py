@@ -1,5 +1,7 @@
 """What AlexNet sees of a spectrogram, and where its weights come from (--weights imagenet offline)."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -16,9 +18,15 @@ from helpers import make_clip
 TONES = (100, 200, 400)  # Hz: bass and voice pitch, below the ~480 Hz that a centre crop drops
 
 
+@functools.cache
+def alexnet() -> torch.nn.Module:
+    """A full-size AlexNet, built once (preprocessing does not change it)."""
+    return build_alexnet("none")
+
+
 def network_input(images: np.ndarray, spectrogram_input: str) -> torch.Tensor:
     """The first channel of what AlexNet's first layer receives, back in grey levels 0..255."""
-    x = Fc7(build_alexnet("none"), spectrogram_input).preprocess(torch.from_numpy(images))[:, 0]
+    x = Fc7(alexnet(), spectrogram_input).preprocess(torch.from_numpy(images))[:, 0]
     return x * (0.229 * 255) + 0.485 * 255
 
 

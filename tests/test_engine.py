@@ -9,6 +9,15 @@ from torch import nn
 from avemo.errors import AvemoError
 from avemo.train import engine
 
+from helpers import torch_threads
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (see helpers.torch_threads)."""
+    with torch_threads(1):
+        yield
+
 
 class Interrupted(Exception):
     """Stands for a kill in the middle of an epoch."""

@@ -1,6 +1,9 @@
+import contextlib
 import csv
 import hashlib
+import io
 import json
+import shutil
 from dataclasses import replace
 
 import h5py
@@ -24,9 +27,10 @@ from helpers import make_clip
 SMALL = ExtractSettings(weights="tiny", clips_per_shard=2, batch_size=8, workers=1, finetune=FinetuneSettings(mode="none"))
 
 
-@pytest.fixture
-def corpus(tmp_path):
-    """Four good clips (one mute), one corrupt file and one clip under a second."""
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    """Four good clips (one mute), one corrupt file and one clip under a second (read only)."""
+    tmp_path = tmp_path_factory.mktemp("corpus")
     (tmp_path / "v").mkdir()
     make_clip(tmp_path / "v/a.mp4", seconds=2.5, seed=1)
     make_clip(tmp_path / "v/b.mp4", seconds=3.1, seed=2)
@@ -49,10 +53,17 @@ def corpus(tmp_path):
     return read_manifest(tmp_path / "clips.csv")
 
 
-def test_extract_writes_shards_logs_bad_clips_and_resumes(tmp_path, corpus, capsys):
-    cache = tmp_path / "cache"
-    extract(corpus, cache, SMALL)
-    out = capsys.readouterr().out
+@pytest.fixture(scope="module")
+def extracted(corpus, tmp_path_factory):
+    """(the cache of one SMALL extraction of the corpus, what it printed); tests that change it use a copy."""
+    cache = tmp_path_factory.mktemp("extracted") / "cache"
+    with contextlib.redirect_stdout(io.StringIO()) as out:
+        extract(corpus, cache, SMALL)
+    return cache, out.getvalue()
+
+
+def test_extract_writes_shards_logs_bad_clips_and_resumes(extracted, corpus, capsys):
+    cache, out = extracted
     assert "decode: 4 clips done, 0 already cached, 2 failed" in out
 
     errors = {r["clip_id"]: r["reason"] for r in csv.DictReader(open(cache / "errors.csv"))}
@@ -88,15 +99,15 @@ def test_extract_writes_shards_logs_bad_clips_and_resumes(tmp_path, corpus, caps
     assert {p.name: p.stat().st_mtime_ns for p in cache.rglob("*.h5")} == before
 
 
-def test_parallel_decoding_gives_the_same_cache_as_one_process(tmp_path, corpus):
-    extract(corpus, tmp_path / "one", SMALL)
+def test_parallel_decoding_gives_the_same_cache_as_one_process(tmp_path, corpus, extracted):
+    one_cache = extracted[0]  # one decoding process (workers=1)
     extract(corpus, tmp_path / "two", replace(SMALL, workers=2))
     for kind in ("media", "features"):
-        one, two = ShardStore(tmp_path / "one" / kind, kind), ShardStore(tmp_path / "two" / kind, kind)
+        one, two = ShardStore(one_cache / kind, kind), ShardStore(tmp_path / "two" / kind, kind)
         assert [s["clips"] for s in one.manifest["shards"]] == [s["clips"] for s in two.manifest["shards"]]
         for name in ("key_frames", "spectrograms", "key_frame_index") if kind == "media" else ("visual", "audio"):
             np.testing.assert_array_equal(one.read_seconds(name), two.read_seconds(name))
-    assert (tmp_path / "one" / "errors.csv").read_text() == (tmp_path / "two" / "errors.csv").read_text()
+    assert (one_cache / "errors.csv").read_text() == (tmp_path / "two" / "errors.csv").read_text()
 
 
 def test_image_codecs_round_trip(tmp_path, corpus):
@@ -113,19 +124,7 @@ def test_image_codecs_round_trip(tmp_path, corpus):
     assert sizes["jpeg"] < sizes["png"] < sizes["raw"]
 
 
-def test_a_killed_run_resumes_from_completed_shards(tmp_path, corpus, capsys):
-    cache = tmp_path / "cache"
-    extract(corpus[:3], cache, SMALL)  # as if killed after the first media and feature shard
-    (cache / "media" / "shard-00009.h5.tmp").write_bytes(b"half written")
-    capsys.readouterr()
-    extract(corpus, cache, SMALL)
-    assert "decode: 2 clips done, 2 already cached" in capsys.readouterr().out
-    assert not list(cache.rglob("*.tmp"))
-    full = tmp_path / "full"
-    extract(corpus, full, SMALL)
-    resumed = ShardStore(cache / "features", "features")
-    fresh = ShardStore(full / "features", "features")
-    assert sorted(resumed.read_index()["clip_id"]) == sorted(fresh.read_index()["clip_id"])
+# a killed run resuming from its completed shards (SIGKILL for real, bit-identical result): test_resume.py
 
 
 def test_other_settings_on_the_same_cache_are_refused(tmp_path, corpus):
@@ -179,10 +178,10 @@ def test_bad_weights_get_one_clear_line(tmp_path):
         build_alexnet(str(tmp_path / "other.pt"))
 
 
-def test_a_tiny_backbone_gives_features_of_its_width_and_train_accepts_them(tmp_path, corpus):
+def test_a_tiny_backbone_gives_features_of_its_width_and_train_accepts_them(tmp_path, extracted):
     """--weights tiny: an AlexNet-shaped network with few channels and a narrow fc7, for plumbing tests."""
     cache = tmp_path / "cache"
-    extract(corpus, cache, SMALL)  # weights tiny
+    shutil.copytree(extracted[0], cache)  # extracted with weights tiny
     tiny = build_alexnet("tiny", seed=0)
     width = tiny.classifier[4].out_features
     assert width == TINY_WIDTH < 4096 and [type(m).__name__ for m in tiny.classifier] == [

@@ -1,4 +1,7 @@
-"""Per-modality AlexNet fine-tuning on real mp4, real HDF5 and real (tiny) training."""
+"""Per-modality AlexNet fine-tuning on real mp4, real HDF5 and real (tiny) training.
+
+The AlexNets are `--weights tiny` ones (AlexNet's layers, few channels, 64-d fc7): what is checked is which
+layers and clips tuning uses; full-size fine-tuning and its 4096-d fc7 run end to end in test_cli.py."""
 
 import json
 import shutil
@@ -10,14 +13,14 @@ import torch
 from avemo.cache import ShardStore
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, weights_sha256
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 
 from helpers import make_clip
 
 TUNE = FinetuneSettings(epochs=3, lr=0.05, batch_size=8)  # one step per epoch
-TINY = ExtractSettings(weights="none", clips_per_shard=2, batch_size=8, workers=1, finetune=TUNE)
+TINY = ExtractSettings(weights="tiny", clips_per_shard=2, batch_size=8, workers=1, finetune=TUNE)
 TRAIN = [("a", -1), ("b", 1), ("c", 0), ("mute", 1)]
 
 
@@ -86,7 +89,7 @@ def test_fine_tuning_never_sees_test_clips_but_does_see_train_labels(videos, tun
 
 def test_tuned_models_are_3_way_alexnets_whose_fc7_are_the_features(tuned):
     media, features = ShardStore(tuned / "media", "media"), ShardStore(tuned / "features", "features")
-    base = build_alexnet("none", seed=0)
+    base = build_alexnet("tiny", seed=0)
     settings = features.settings
     assert settings["finetune"]["mode"] == "fc" and settings["finetune"]["epochs"] == 3
     assert settings["finetune_train"]["clips"] == 4 and settings["weights_sha256"] == weights_sha256(base)
@@ -99,7 +102,7 @@ def test_tuned_models_are_3_way_alexnets_whose_fc7_are_the_features(tuned):
         assert not torch.equal(model.classifier[1].weight, base.classifier[1].weight)
         direct = fc7_features(Fc7(model), media.read_seconds(images))
         exported = features.read_seconds(modality)
-        assert exported.dtype == np.float16 and exported.shape == (direct.shape[0], 4096)
+        assert exported.dtype == np.float16 and exported.shape == (direct.shape[0], TINY_WIDTH)
         np.testing.assert_allclose(exported.astype(np.float32), direct.astype(np.float32), rtol=2e-2, atol=2e-4)
 
 
@@ -134,14 +137,14 @@ def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tune
             manifest(videos, "a.csv"),
             cache,
             ExtractSettings(
-                weights="none", clips_per_shard=2, workers=1, finetune=FinetuneSettings(epochs=5, lr=0.05, batch_size=8)
+                weights="tiny", clips_per_shard=2, workers=1, finetune=FinetuneSettings(epochs=5, lr=0.05, batch_size=8)
             ),
         )
     with pytest.raises(AvemoError, match="made with finetune mode='fc', not 'none'"):
         extract(
             manifest(videos, "a.csv"),
             cache,
-            ExtractSettings(weights="none", clips_per_shard=2, workers=1, finetune=FinetuneSettings(mode="none")),
+            ExtractSettings(weights="tiny", clips_per_shard=2, workers=1, finetune=FinetuneSettings(mode="none")),
         )
     # the tuned weights depend on every train clip: a train clip added later is refused before tuning
     more = manifest(videos, "more.csv", train=[*TRAIN, ("u1", 0)])
@@ -152,11 +155,11 @@ def test_a_rerun_skips_finished_work_and_other_settings_are_refused(videos, tune
 
 def test_mode_all_tunes_every_layer(videos, tmp_path):
     settings = ExtractSettings(
-        weights="none", clips_per_shard=4, batch_size=8, workers=1, finetune=FinetuneSettings(mode="all", epochs=1, batch_size=8)
+        weights="tiny", clips_per_shard=4, batch_size=8, workers=1, finetune=FinetuneSettings(mode="all", epochs=1, batch_size=8)
     )
     extract(manifest(videos, "a.csv"), tmp_path / "cache", settings)
     assert not (tmp_path / "cache" / "pool5").exists()
-    base = build_alexnet("none", seed=0)
+    base = build_alexnet("tiny", seed=0)
     model = build_alexnet(str(tmp_path / "cache" / "models" / "visual.pt"))
     assert not torch.equal(model.features[0].weight, base.features[0].weight)
     media, features = ShardStore(tmp_path / "cache" / "media", "media"), ShardStore(tmp_path / "cache" / "features", "features")

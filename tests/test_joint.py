@@ -202,29 +202,58 @@ def test_test_clips_never_influence_the_tuned_weights(joint, tmp_path):
     assert not np.allclose(p[test], reference[test])  # the test inputs did change
 
 
-KILLED = """import os, signal, sys
+KILLED = """import os, signal, sys, traceback
 from avemo.train import engine
 from avemo.train.joint import JointSettings, joint_train
-save_last, saved = engine._save_last, []
-def save_then_die(*args):  # SIGKILL right after the checkpoint of epoch {epoch}
-    save_last(*args)
-    saved.append(1)
-    if len(saved) == {epoch}:
-        os.kill(os.getpid(), signal.SIGKILL)
-engine._save_last = save_then_die
-joint_train({call})
+save_last = engine._save_last
+
+
+def killed_after(epoch, run):  # SIGKILL right after the checkpoint of epoch `epoch`
+    saved = []
+
+    def save_then_die(*args):
+        save_last(*args)
+        saved.append(1)
+        if len(saved) == epoch:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    engine._save_last = save_then_die
+    joint_train({cache!r}, run, {settings!r})
+
+
+for epoch, run in enumerate(sys.argv[1:], 1):  # one child per run, forked before torch ran anything here
+    child = os.fork()
+    if child == 0:
+        try:
+            killed_after(epoch, run)
+        except BaseException:
+            traceback.print_exc()
+        os._exit(1)  # not killed
+    print("exit code", epoch, os.waitstatus_to_exitcode(os.waitpid(child, 0)[1]), flush=True)
 """
 
 
+@pytest.fixture(scope="module")
+def killed(joint, tmp_path_factory):
+    """epoch → (a run whose pass was SIGKILLed after that epoch's checkpoint, the killed process's exit code, the
+    stderr of them all). Epoch 1 is in the middle, epoch 2 the last one (killed while predicting). One interpreter
+    imports torch once and forks a process per run, each killed for real."""
+    root = tmp_path_factory.mktemp("killed")
+    runs = {epoch: root / f"run{epoch}" for epoch in (1, 2)}
+    for run in runs.values():
+        shutil.copytree(joint / "run" / "modal", run / "modal")
+    script = root / "joint.py"
+    script.write_text(KILLED.format(cache=str(joint / "cache"), settings=FAST))  # the fixture's pass, uninterrupted there
+    done = subprocess.run([sys.executable, str(script), *map(str, runs.values())], capture_output=True, text=True, timeout=600)
+    codes = dict(map(int, line.split()[2:]) for line in done.stdout.splitlines() if line.startswith("exit code "))
+    assert done.returncode == 0 and set(codes) == set(runs), done.stderr[-3000:]
+    return {epoch: (run, codes[epoch], done.stderr[-3000:]) for epoch, run in runs.items()}
+
+
 @pytest.mark.parametrize("epoch", [1, 2])  # killed after epoch 1, or after the last one (while predicting)
-def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, tmp_path, capsys, epoch):
-    run = tmp_path / "run"
-    shutil.copytree(joint / "run" / "modal", run / "modal")
-    script = tmp_path / "joint.py"
-    call = f"{str(joint / 'cache')!r}, {str(run)!r}, {FAST!r}"  # the fixture's pass, uninterrupted there
-    script.write_text(KILLED.format(epoch=epoch, call=call))
-    child = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=600)
-    assert child.returncode == -signal.SIGKILL, child.stderr[-3000:]
+def test_a_killed_pass_resumes_and_ends_as_an_uninterrupted_one(joint, killed, capsys, epoch):
+    run, code, stderr = killed[epoch]
+    assert code == -signal.SIGKILL, stderr
     assert (run / "joint" / "last.pt").is_file() and not (run / "joint" / "predictions.csv").exists()
     capsys.readouterr()
     joint_train(joint / "cache", run, FAST)

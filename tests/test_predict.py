@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -24,7 +25,7 @@ CLIPS = [("a", 2.2, -1, "train"), ("b", 3.1, 1, "train"), ("c", 2.0, 0, "train")
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """Extract (fine-tuning fc, 1 epoch), then train visual, audio, late and modal for 2 epochs, on five tiny clips,
-    with the tiny AlexNet-shaped network: the plumbing is the same (a full-size AlexNet: test_joint.py)."""
+    with the tiny AlexNet-shaped network: the plumbing is the same (full-size AlexNets: test_cli.py)."""
     root = tmp_path_factory.mktemp("predict")
     (root / "v").mkdir()
     for i, (name, seconds, _, _) in enumerate(CLIPS):
@@ -103,20 +104,16 @@ def test_a_run_without_the_head_is_one_clear_error(run):
     assert result.exit_code == 1 and "run.json: not found" in result.output
 
 
-def test_a_tiny_backbone_run_predicts_its_cached_clips_as_train_did(tmp_path):
+def test_a_tiny_backbone_run_predicts_its_cached_clips_as_train_did(run, tmp_path):
     """The Embedder of a `--weights tiny --finetune none` cache rebuilds its AlexNets from the seed: predict
     embeds a cached clip as extract did (fc7 of the tiny width) and reproduces predictions.csv."""
-    (tmp_path / "v").mkdir()
-    for i, (name, seconds, _, _) in enumerate(CLIPS):
-        make_clip(tmp_path / f"v/{name}.mp4", seconds=seconds, seed=i, audio_hz=300 + 200 * i)
-    rows = [{"path": f"v/{n}.mp4", "arousal": a, "valence": "", "split": s} for n, _, a, s in CLIPS]
-    write_manifest(tmp_path / "clips.csv", rows)
+    shutil.copytree(run / "cache" / "media", tmp_path / "cache" / "media")  # the same clips decoded: only fc7 is new
     settings = ExtractSettings(weights="tiny", seed=5, workers=1, clips_per_shard=4, finetune=FinetuneSettings(mode="none"))
-    extract(read_manifest(tmp_path / "clips.csv"), tmp_path / "cache", settings)
+    extract(read_manifest(run / "clips.csv"), tmp_path / "cache", settings)
     train(tmp_path / "cache", tmp_path / "run", ["modal"], TrainSettings(epochs=2, batch_size=2))
     written = {r["clip_id"]: r for r in csv.DictReader(open(tmp_path / "run" / "modal" / "predictions.csv"))}
     predictor = Predictor(tmp_path / "run", "modal", batch_size=8)
     assert predictor.embedder.width("visual") == predictor.embedder.width("audio") == TINY_WIDTH
     for clip in ("v/b.mp4", "v/t.mp4"):
         expected = [float(written[clip][f"p_{n}"]) for n in ("calm", "neutral", "active")]
-        np.testing.assert_allclose(predictor.predict(tmp_path / clip).clip, expected, atol=5e-4)
+        np.testing.assert_allclose(predictor.predict(run / clip).clip, expected, atol=5e-4)

@@ -1,6 +1,6 @@
 """Issue 12 (the run part): a run never mixes caches, bad weights or features are refused, evaluate never averages
 unequal things, z-scores stay finite in fp16, user-caused file problems are one `Error:` line, and no write goes
-through a planted symbolic link. Real HDF5 caches (test_train.write_feature_cache), real tiny training runs."""
+through a planted symbolic link. Real HDF5 caches (helpers.write_feature_cache), real tiny training runs."""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_train import write_feature_cache
 
 from avemo.atomic import save_torch, write_text
 from avemo.cache import ShardStore
@@ -28,9 +27,18 @@ from avemo.train.data import Z_LIMIT, Standardiser, load_features
 from avemo.train.heads import HeadSettings
 from avemo.train.trainer import TrainSettings, train
 
+from helpers import torch_threads, write_feature_cache
+
 TINY = TrainSettings(
     head=HeadSettings(feature_dim=32, hidden=8, lstm_hidden=8, mlp_hidden=8), epochs=2, lr=0.05, batch_size=16, device="cpu"
 )
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (see helpers.torch_threads)."""
+    with torch_threads(1):
+        yield
 
 
 def rewrite_cache(source: Path, dest: Path, change) -> Path:
@@ -116,12 +124,10 @@ def test_a_cache_extracted_again_at_the_same_path_is_another_cache_for_train_and
 
 # -- 2. non-finite or half-precision weights, non-finite features ---------------------------------------
 def test_alexnet_weights_with_nan_are_refused_and_fp16_weights_are_used_as_fp32(tmp_path):
-    import torchvision
-
     from avemo.extract.alexnet import Fc7, build_alexnet
 
-    torch.manual_seed(0)
-    state = {k: v.half() for k, v in torchvision.models.alexnet().state_dict().items()}
+    # an AlexNet-shaped state dict (the tiny widths: the file's widths are read from its shapes)
+    state = {k: v.half() for k, v in build_alexnet("tiny").state_dict().items()}
     torch.save(state, tmp_path / "half.pt")
     model = build_alexnet(str(tmp_path / "half.pt"))
     assert all(p.dtype == torch.float32 for p in model.parameters())

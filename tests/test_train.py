@@ -15,67 +15,38 @@ import numpy as np
 import pytest
 import torch
 
-from avemo.cache import ShardStore
 from avemo.errors import AvemoError
 from avemo.evaluate.report import evaluate
 from avemo.train.heads import HeadSettings
 from avemo.train.trainer import TrainSettings, train
 
-DIM = 32
-# lr 0.05: at 0.1 with momentum 0.9 the LSTM sometimes jumps out of a good minimum on this tiny task
-SETTINGS = TrainSettings(
-    head=HeadSettings(feature_dim=DIM, hidden=32, lstm_hidden=32, mlp_hidden=32), epochs=40, lr=0.05, batch_size=16
-)
+from helpers import SETTINGS, torch_threads, write_feature_cache
+
+SMALL = replace(SETTINGS, epochs=3)  # for equalities: a leak or a difference shows from the first epoch on
 
 
-def write_feature_cache(folder, n_clips=150, seed=0, movies=False, silent=(), test_shift=0.0, visual_only=False):
-    """Features whose class needs both modalities: level_v in the visual, level_a in the audio rows.
-
-    movies: clips carry a movie (10 clips each); silent: clip numbers without an audio stream; test_shift:
-    added to the test clips' features and their labels rotated (what must not change a trained model);
-    visual_only: the class is level_v alone."""
-    rng = np.random.default_rng(seed)
-    store = ShardStore(folder / "features", "features")
-    store.check_settings({"synthetic": True})
-    per_shard = n_clips // 3
-    for shard in range(3):
-        levels = rng.integers(0, 3, size=(per_shard, 2))
-        total = levels.sum(1)
-        arousal = np.where(total <= 1, -1, np.where(total == 2, 0, 1)) if not visual_only else levels[:, 0] - 1
-        lengths = rng.integers(3, 9, size=per_shard)
-        split = np.array(["test" if i % 3 == 0 else "train" for i in range(per_shard)])
-        number = shard * per_shard + np.arange(per_shard)
-        has_audio = ~np.isin(number, list(silent))
-        seconds = {"visual": [], "audio": []}
-        for (lv, la), n, test, heard in zip(levels, lengths, split == "test", has_audio):
-            for name, level in (("visual", lv), ("audio", la)):
-                x = rng.normal(0, 1, size=(n, DIM))
-                x[:, level] += 5  # one-hot level in every second
-                if name == "audio" and not heard:
-                    x[:] = 0
-                seconds[name].append((x + test_shift * test).astype(np.float16))
-        if test_shift:
-            arousal = np.where(split == "test", (arousal + 2) % 3 - 1, arousal)
-        index = {
-            "clip_id": np.array([f"s{shard}/c{i}.mp4" for i in range(per_shard)]),
-            "offset": np.concatenate([[0], np.cumsum(lengths)[:-1]]),
-            "n_seconds": lengths,
-            "arousal": arousal.astype(np.int8),
-            "valence": np.full(per_shard, -128, np.int8),
-            "split": split,
-            "has_audio": has_audio.astype(np.uint8),
-        }
-        if movies:
-            index["group"] = np.array([f"movie{n // 10}" for n in number])
-        store.add_shard(index, {k: np.concatenate(v) for k, v in seconds.items()})
-    return folder
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models: one torch thread (see helpers.torch_threads)."""
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
+    """All five approaches trained to learn (40 epochs on 150 clips): the tests of layout and accuracy."""
     cache = write_feature_cache(tmp_path_factory.mktemp("cache"))
     run = tmp_path_factory.mktemp("run")
     train(cache, run, ["visual", "audio", "early", "late", "modal"], SETTINGS)
+    return run
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory):
+    """A run of the visual and modal heads, 3 epochs on 60 clips: what the tests of equality compare against."""
+    cache = write_feature_cache(tmp_path_factory.mktemp("small"), n_clips=60)
+    run = tmp_path_factory.mktemp("small-run")
+    train(cache, run, ["visual", "modal"], SMALL)
     return run
 
 
@@ -109,7 +80,7 @@ def test_run_directory_holds_settings_logs_models_and_predictions(trained):
 
 
 def test_fusion_learns_what_one_modality_cannot(trained):
-    results = evaluate(trained)
+    results = evaluate(trained, quiet=True, plots=False)  # the plots: test_report
     accuracy = {a: r["accuracy"] for a, r in results["approaches"].items()}
     assert accuracy["modal"] >= 0.8 and accuracy["early"] >= 0.8
     assert accuracy["visual"] <= 0.7 and accuracy["audio"] <= 0.7
@@ -168,20 +139,26 @@ def test_an_approach_that_cannot_be_trained_does_not_stop_the_others(tmp_path):
     assert not (run / "audio" / "predictions.csv").exists() and not (run / "late" / "predictions.csv").exists()
 
 
-def test_the_test_split_never_changes_the_model(tmp_path, trained):
+def test_the_test_split_never_changes_the_model(tmp_path, small):
     """Other test features and labels: the same weights, epochs and validation scores (test is only predicted)."""
-    cache = write_feature_cache(tmp_path / "cache", test_shift=3.0)
-    train(cache, tmp_path / "run", ["modal"], SETTINGS)
-    ours, theirs = (torch.load(r / "modal" / "model.pt", weights_only=True) for r in (tmp_path / "run", trained))
+    cache = write_feature_cache(tmp_path / "cache", n_clips=60, test_shift=3.0)
+    train(cache, tmp_path / "run", ["modal"], SMALL)
+    ours, theirs = (torch.load(r / "modal" / "model.pt", weights_only=True) for r in (tmp_path / "run", small))
     assert ours["epoch"] == theirs["epoch"]
     for name, value in theirs["model"].items():
         torch.testing.assert_close(ours["model"][name], value, rtol=0, atol=0)
-    assert (tmp_path / "run" / "modal" / "log.csv").read_text() == (trained / "modal" / "log.csv").read_text()
+    assert (tmp_path / "run" / "modal" / "log.csv").read_text() == (small / "modal" / "log.csv").read_text()
+    # the train clips are predicted alike; the test clips from their own, shifted features
+    ours, theirs = (list(csv.DictReader(open(r / "modal" / "predictions.csv"))) for r in (tmp_path / "run", small))
+    assert [r for r in ours if r["split"] == "train"] == [r for r in theirs if r["split"] == "train"]
+    assert [r["p_calm"] for r in ours if r["split"] == "test"] != [r["p_calm"] for r in theirs if r["split"] == "test"]
 
 
-def test_training_is_reproducible_for_a_seed(tmp_path, trained):
-    train(json.loads((trained / "run.json").read_text())["cache"], tmp_path, ["modal"], SETTINGS)
-    assert (tmp_path / "modal" / "predictions.csv").read_text() == (trained / "modal" / "predictions.csv").read_text()
+def test_training_is_reproducible_for_a_seed(tmp_path, small):
+    train(json.loads((small / "run.json").read_text())["cache"], tmp_path, ["modal"], SMALL)
+    assert (tmp_path / "modal" / "predictions.csv").read_text() == (small / "modal" / "predictions.csv").read_text()
+    ours, theirs = (torch.load(r / "modal" / "model.pt", weights_only=True)["model"] for r in (tmp_path, small))
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_empty_cache_is_one_clear_error(tmp_path):
@@ -246,63 +223,67 @@ def test_options_per_step_supervision_class_weights_fixed_alpha_clipping(tmp_pat
     cache = write_feature_cache(tmp_path / "cache", n_clips=90)
     head = replace(SETTINGS.head, alpha_audio=0.56, alpha_visual=0.44, learn_alpha=False)
     settings = replace(
-        SETTINGS, head=head, supervise="every", class_weights="balanced", clip_grad=1.0, epochs=60, deterministic=True
+        SETTINGS, head=head, supervise="every", class_weights="balanced", clip_grad=1.0, epochs=45, deterministic=True
     )
     train(cache, tmp_path / "run", ["modal"], settings)
     saved = torch.load(tmp_path / "run" / "modal" / "model.pt", weights_only=True)
     assert float(saved["model"]["alpha_audio"]) == pytest.approx(0.56)  # fixed, not learned
     assert saved["settings"]["supervise"] == "every" and saved["settings"]["class_weights"] == "balanced"
     assert not torch.are_deterministic_algorithms_enabled()  # the global switch is restored after the run
-    results = evaluate(tmp_path / "run")
+    results = evaluate(tmp_path / "run", quiet=True, plots=False)
     assert results["approaches"]["modal"]["accuracy"] >= results["majority_accuracy"] + 0.25
     with pytest.raises(AvemoError, match="supervise 'all': must be one of last, every"):
         replace(settings, supervise="all")
 
 
-def test_memory_mapped_features_train_the_same_model(tmp_path, trained):
-    cache = json.loads((trained / "run.json").read_text())["cache"]
-    train(cache, tmp_path / "run", ["visual"], SETTINGS, memory="mmap")
-    assert (tmp_path / "run" / "visual" / "predictions.csv").read_text() == (trained / "visual" / "predictions.csv").read_text()
+def test_memory_mapped_features_train_the_same_model(tmp_path, small):
+    cache = json.loads((small / "run.json").read_text())["cache"]
+    train(cache, tmp_path / "run", ["visual"], SMALL, memory="mmap")
+    assert (tmp_path / "run" / "visual" / "predictions.csv").read_text() == (small / "visual" / "predictions.csv").read_text()
     assert not list((tmp_path / "run").glob(".features*"))  # the mapped copy is removed at the end
 
 
 RESUME = """
-import sys
-from dataclasses import replace
-from test_train import SETTINGS
+import json, sys
+from avemo.train.settings import TrainSettings
 from avemo.train.trainer import train
-train(sys.argv[1], sys.argv[2], ["modal"], replace(SETTINGS, epochs=60, patience=0, validation=0.1))
+train(sys.argv[1], sys.argv[2], ["modal"], TrainSettings.from_json(json.loads(sys.argv[3])))
 """
 
 
-def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    cache = write_feature_cache(tmp_path / "cache", n_clips=90)
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent)}
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
+    """A real process killed by SIGKILL after epoch 3 (in epoch 4 or while writing), then `train` into its run
+    again: the same log, predictions and weights, bit for bit, as a run never interrupted (30 epochs of 3 batches;
+    test_engine resumes in the middle of an epoch)."""
+    cache = write_feature_cache(tmp_path / "cache", n_clips=60)
+    settings = replace(SETTINGS, epochs=30, patience=0, validation=0.1, device="cpu")
+    command = [sys.executable, "-c", RESUME, str(cache), str(tmp_path / "killed"), json.dumps(settings.to_json())]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread, as in this module
 
-    def run(folder, kill_after_epoch=None):
-        command = [sys.executable, "-c", RESUME, str(cache), str(folder)]
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-        last = folder / "modal" / "last.pt"
-        while kill_after_epoch is not None and process.poll() is None:
-            try:
-                if torch.load(last, weights_only=True)["progress"]["epoch"] >= kill_after_epoch:
-                    process.send_signal(signal.SIGKILL)
-                    break
-            except (FileNotFoundError, RuntimeError, EOFError):
-                pass
-            time.sleep(0.01)
-        return process.wait(timeout=600)
-
-    assert run(tmp_path / "killed", kill_after_epoch=5) == -signal.SIGKILL
-    epoch = torch.load(tmp_path / "killed" / "modal" / "last.pt", weights_only=True)["progress"]["epoch"]
-    assert 5 <= epoch < 60
-    assert run(tmp_path / "killed") == 0
-    assert run(tmp_path / "whole") == 0
+    killed = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    last = tmp_path / "killed" / "modal" / "last.pt"
+    while killed.poll() is None:
+        try:
+            if torch.load(last, weights_only=True)["progress"]["epoch"] >= 3:
+                killed.send_signal(signal.SIGKILL)
+                break
+        except (FileNotFoundError, RuntimeError, EOFError):
+            pass
+        time.sleep(0.01)
+    assert killed.wait(timeout=600) == -signal.SIGKILL
+    epoch = torch.load(last, weights_only=True)["progress"]["epoch"]
+    assert 3 <= epoch < 30
+    capsys.readouterr()
+    train(cache, tmp_path / "killed", ["modal"], settings)  # what the same command runs again: it resumes
+    assert f"modal: resuming after epoch {epoch}" in capsys.readouterr().out
+    train(cache, tmp_path / "whole", ["modal"], settings)  # never interrupted
     for name in ("log.csv", "predictions.csv"):
         assert (tmp_path / "killed" / "modal" / name).read_text() == (tmp_path / "whole" / "modal" / name).read_text()
-    killed, whole = (torch.load(tmp_path / r / "modal" / "model.pt", weights_only=True) for r in ("killed", "whole"))
+    assert len((tmp_path / "whole" / "modal" / "log.csv").read_text().splitlines()) == 1 + 30
+    resumed, whole = (torch.load(tmp_path / r / "modal" / "model.pt", weights_only=True) for r in ("killed", "whole"))
+    assert resumed["epoch"] == whole["epoch"]
     for name, value in whole["model"].items():
-        torch.testing.assert_close(killed["model"][name], value, rtol=0, atol=0)
+        torch.testing.assert_close(resumed["model"][name], value, rtol=0, atol=0)
 
 
 def test_two_process_torchrun_training_equals_one_process(tmp_path):
@@ -319,21 +300,21 @@ def test_two_process_torchrun_training_equals_one_process(tmp_path):
     train(cache, tmp_path / "one", ["late"], one)
     for approach in ("late/visual", "late/audio", "late"):
         rows = {n: list(csv.DictReader(open(tmp_path / n / approach / "predictions.csv"))) for n in ("one", "two")}
-        assert len(rows["two"]) == 60
+        assert len(rows["one"]) == len(rows["two"]) == 60
         for a, b in zip(rows["one"], rows["two"]):
             assert a["clip_id"] == b["clip_id"]
             for name in ("p_calm", "p_neutral", "p_active"):
                 assert float(a[name]) == pytest.approx(float(b[name]), abs=1e-4)
     logs = {n: list(csv.DictReader(open(tmp_path / n / "late" / "visual" / "log.csv"))) for n in ("one", "two")}
-    assert [int(r["epoch"]) for r in logs["two"]] == [1, 2, 3]
+    assert [int(r["epoch"]) for r in logs["two"]] == [int(r["epoch"]) for r in logs["one"]] == [1, 2, 3]
     for a, b in zip(logs["one"], logs["two"]):
         assert float(a["train_loss"]) == pytest.approx(float(b["train_loss"]), abs=1e-4)
 
 
-def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, trained):
-    cache = json.loads((trained / "run.json").read_text())["cache"]
-    shutil.copytree(trained / "visual", tmp_path / "run" / "visual")
-    with pytest.raises(AvemoError, match=r"other settings \(epochs: 40 → 7\).*delete that folder"):
-        train(cache, tmp_path / "run", ["visual"], replace(SETTINGS, epochs=7))
-    for name in ("model.pt", "settings.json", "predictions.csv"):
-        assert (tmp_path / "run" / "visual" / name).read_bytes() == (trained / "visual" / name).read_bytes()
+def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, small):
+    cache = json.loads((small / "run.json").read_text())["cache"]
+    shutil.copytree(small / "visual", tmp_path / "run" / "visual")
+    with pytest.raises(AvemoError, match=r"other settings \(epochs: 3 → 7\).*delete that folder"):
+        train(cache, tmp_path / "run", ["visual"], replace(SMALL, epochs=7))
+    for name in ("model.pt", "settings.json", "predictions.csv", "last.pt", "log.csv"):
+        assert (tmp_path / "run" / "visual" / name).read_bytes() == (small / "visual" / name).read_bytes()

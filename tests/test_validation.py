@@ -17,6 +17,7 @@ from avemo.cli import main
 from avemo.datasets.groups import hold_out
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
+from avemo.extract.alexnet import build_alexnet
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 from avemo.train.heads import HeadSettings
@@ -30,7 +31,8 @@ CLIPS = [(f"{m.lower()}{k}", m, a) for m, labels in MOVIES.items() for k, a in e
 MUTE = "m31"  # a clip without an audio stream
 FRACTION = 0.4  # at 10% no whole movie fits (see test_small_data_*): 40% holds out one whole movie
 TUNE = FinetuneSettings(epochs=1, batch_size=8, validation=FRACTION)
-SETTINGS = ExtractSettings(weights="none", clips_per_shard=4, batch_size=8, workers=1, finetune=TUNE)
+# the tiny AlexNet-shaped network (fc7 64 wide): the split's plumbing, not AlexNet, is what is tested here
+SETTINGS = ExtractSettings(weights="tiny", clips_per_shard=4, batch_size=8, workers=1, finetune=TUNE)
 HEAD = TrainSettings(head=HeadSettings(hidden=16, lstm_hidden=8, mlp_hidden=8), epochs=1, batch_size=4, device="cpu")
 
 
@@ -87,6 +89,8 @@ def test_the_split_is_recorded_and_fine_tuning_never_reads_a_validation_clip(cac
     assert f"validation: {held.describe()}, left out of fine-tuning" in caches["a_output"]
     # other pictures, sound and labels of every validation clip: bit-identical tuned weights and train features
     assert a["tuned_sha256"] == b["tuned_sha256"] and a["finetune_train"] == b["finetune_train"]
+    tuned, start = torch.load(caches["a"] / "models" / "visual.pt", weights_only=True), build_alexnet("tiny").state_dict()
+    assert not torch.equal(tuned["classifier.4.weight"], start["classifier.4.weight"])  # and tuning did move fc7
     models = json.loads((caches["a"] / "models" / "manifest.json").read_text())
     fitting = 11 - len(held.clips)  # one second each
     assert models["models"]["visual"]["train_seconds"] == fitting and models["models"]["audio"]["train_seconds"] == fitting - (
@@ -137,7 +141,7 @@ def test_a_cache_made_before_splits_were_recorded_is_split_by_the_trainer_with_a
 
 def test_another_split_is_refused_by_extract(caches):
     before = (caches["a"] / "features" / "validation.json").read_text()
-    args = ["extract", "--manifest", caches["a"].parent / "clips.csv", "--cache", caches["a"], "--weights", "none"]
+    args = ["extract", "--manifest", caches["a"].parent / "clips.csv", "--cache", caches["a"], "--weights", "tiny"]
     args += ["--finetune-epochs", "1", "--finetune-batch-size", "8", "--validation", "0.2"]
     result = CliRunner().invoke(main, [str(a) for a in args])
     assert result.exit_code == 1 and "Traceback" not in result.output
