@@ -495,11 +495,14 @@ def bench_train_command(clips: int, batch_size: int) -> None:
 @click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1))
 @click.option("--epochs", default=40, show_default=True, type=click.IntRange(min=1), help="Every run trains this many.")
 @click.option("--device", default=None, help="cpu, cuda … (default: cuda when present).")
-def bench_table_command(clips: int, seeds: int, epochs: int, device: str | None) -> None:
-    """Time the paper's whole Table 1 over several seeds (`avemo train --approach all --seeds N`)."""
+@click.option(
+    "--stacked", is_flag=True, help="Train every model of the table at once (avemo.train.stacked; in memory, no run folder)."
+)
+def bench_table_command(clips: int, seeds: int, epochs: int, device: str | None, stacked: bool) -> None:
+    """Time the paper's whole Table 1 over several seeds (`avemo train --approach all --seeds N`, or --stacked)."""
     from avemo.train.bench import bench_table
 
-    bench_table(clips=clips, seeds=seeds, epochs=epochs, device=device)
+    bench_table(clips=clips, seeds=seeds, epochs=epochs, device=device, stacked=stacked)
 
 
 @bench.command("extract")
