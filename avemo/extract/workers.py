@@ -4,12 +4,16 @@ This module imports no torch: spawned workers start in a fraction of a second in
 and torchvision in every process. A worker ends when the process that started it dies (killed, crashed):
 the kernel sends it SIGKILL (Linux: PR_SET_PDEATHSIG), and a watchdog thread checks its parent elsewhere; so
 no decoder, and then no multiprocessing resource tracker, outlives a `kill -9` of `avemo extract`.
+Each worker runs its numerical libraries on one thread (OMP/OpenBLAS/MKL): N workers on N cores each
+starting N threads made decoding 5× slower on a 16-core machine (51 against 256 video-seconds per second,
+`avemo bench extract`, H100 machine, issue 15).
 """
 
 from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import ctypes
 import multiprocessing
 import os
@@ -91,7 +95,7 @@ def in_order(function: Callable, jobs: list, workers: int) -> Iterator:
         return
     spawn = multiprocessing.get_context("spawn")  # fork is unsafe once torch's threads run
     pool = concurrent.futures.ProcessPoolExecutor(workers, mp_context=spawn, initializer=die_with_parent, initargs=(os.getpid(),))
-    with pool:
+    with one_thread_children(), pool:
         pending: collections.deque = collections.deque()
         for job in jobs:
             pending.append(pool.submit(function, job))
@@ -99,6 +103,23 @@ def in_order(function: Callable, jobs: list, workers: int) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+@contextlib.contextmanager
+def one_thread_children() -> Iterator[None]:
+    """Processes started meanwhile run OMP, OpenBLAS and MKL on one thread each (they read these variables
+    when they load; this process's own libraries are loaded already and keep their threads)."""
+    names = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update(dict.fromkeys(names, "1"))
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def decoded_seconds(job: tuple[str, DecodeSettings]) -> int:
