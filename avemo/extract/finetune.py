@@ -44,14 +44,13 @@ import torch
 
 from avemo import distributed
 from avemo.approaches import MODALITIES, N_CLASSES
-from avemo.atomic import save_torch, write_json
-from avemo.cache import ShardStore
+from avemo.cache import ShardStore, models
 from avemo.cache.images import read_images
 from avemo.cache.store import read_shard_index, writable_folder
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import Fc7, build_alexnet, pool5_features, weights_sha256
+from avemo.extract.alexnet import Fc7, pool5_features, weights_sha256
 from avemo.log import progress
 from avemo.train import engine
 
@@ -348,28 +347,14 @@ def tuned_models(
     `exclude` left out) and saved there. `expected`: the hashes recorded with existing features (tuning is
     deterministic): a re-tuned model that differs is refused before it is saved."""
     folder = writable_folder(cache / "models")
-    record = json.loads(json.dumps(record))
-    manifest_path = folder / "manifest.json"
-    try:
-        manifest = json.loads(manifest_path.read_bytes()) if manifest_path.is_file() else {}
-    except (OSError, ValueError):
-        manifest = {}  # unreadable: the models are checked by their hashes and tuned again where they differ
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
-        manifest = {}
-    if manifest.get("settings") != record:
-        manifest = {"schema_version": 1, "kind": "models", "settings": record, "models": {}}
     out = {}
     for modality in MODALITIES:
-        path, known = folder / f"{modality}.pt", manifest["models"].get(modality)
-        if isinstance(known, dict) and path.is_file() and not path.is_symlink():
-            try:
-                model = build_alexnet(str(path))
-            except AvemoError:
-                model = None  # not a loadable state dict any more: tuned again
-            if model is not None and weights_sha256(model) == known.get("sha256"):
-                print(f"fine-tune {modality}: reusing {path} (same settings and train split)")
-                out[modality] = (model, known["sha256"])
-                continue
+        path, known = folder / f"{modality}.pt", models.entry(folder, modality, record)
+        model = models.load(folder, modality, known["sha256"]) if known else None  # None: tuned (again)
+        if model is not None:
+            print(f"fine-tune {modality}: reusing {path} (same settings and train split)")
+            out[modality] = (model, known["sha256"])
+            continue
         model, stats = finetune(base, modality, media, pool5, settings, device, spectrogram_input, exclude)
         sha = weights_sha256(model)
         if expected and expected.get(modality) not in (None, sha):
@@ -379,10 +364,8 @@ def tuned_models(
                 f"{expected[modality][:12]}…, now {sha[:12]}…; another machine or library version?); delete {features} to "
                 "tune again and export new features (decoded media and pool5 are reused)"
             )
-        manifest["models"][modality] = {"file": path.name, "sha256": sha, **stats}
         if distributed.rank() == 0:  # every rank holds the same weights (DDP); one writes them
-            save_torch(model.state_dict(), path)
-            write_json(manifest_path, manifest)
+            models.save(folder, modality, model.state_dict(), sha, record, **stats)
             print(
                 f"fine-tune {modality}: {stats['epochs']} epochs on {stats['train_seconds']} train seconds, "
                 f"final train loss {stats['loss'][-1]:.4f}, train accuracy {100 * stats['train_accuracy']:.1f}%, "
