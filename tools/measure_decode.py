@@ -25,6 +25,7 @@ from avemo.extract.spectrogram import SpectrogramSettings, spectrogram_images  #
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RATE = 16000
+H264 = "-c:v libx264 -preset ultrafast"
 
 
 def load_old():
@@ -84,49 +85,21 @@ def main():
     folder = Path(tempfile.mkdtemp())
     # 1. a 10 s chirp (50 Hz -> 7.5 kHz, amplitude 0.5, AAC 44.1 kHz stereo) under a 25 fps video
     chirp = folder / "chirp.mp4"
-    ff(
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=160x120:rate=25:duration=10",
-        "-f",
-        "lavfi",
-        "-i",
-        "aevalsrc='0.5*sin(2*PI*(50*t+(7450/20)*t*t))|0.5*sin(2*PI*(50*t+(7450/20)*t*t))':s=44100:d=10",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
-        "-b:a",
-        "192k",
-        "-shortest",
-        str(chirp),
-    )
+    chirp_audio = "aevalsrc='0.5*sin(2*PI*(50*t+(7450/20)*t*t))|0.5*sin(2*PI*(50*t+(7450/20)*t*t))':s=44100:d=10"
+    video = "-f lavfi -i testsrc=size=160x120:rate=25:duration={}".format
+    ff(*video(10).split(), "-f", "lavfi", "-i", chirp_audio, *f"{H264} -c:a aac -b:a 192k -shortest".split(), str(chirp))
     # 2. audio starting 0.5 s after the video, a 50 ms 1 kHz burst at 1.5 s of the audio = 2.0 s of the video
     late = folder / "late.mp4"
+    burst_audio = "aevalsrc='if(between(t,1.5,1.55),0.5*sin(2*PI*1000*t),0)':s=44100:d=3.5"
     ff(
-        "-f",
-        "lavfi",
-        "-i",
-        "testsrc=size=160x120:rate=25:duration=4",
+        *video(4).split(),
         "-itsoffset",
         "0.5",
         "-f",
         "lavfi",
         "-i",
-        "aevalsrc='if(between(t,1.5,1.55),0.5*sin(2*PI*1000*t),0)':s=44100:d=3.5",
-        "-map",
-        "0:v",
-        "-map",
-        "1:a",
-        "-c:v",
-        "libx264",
-        "-preset",
-        "ultrafast",
-        "-c:a",
-        "aac",
+        burst_audio,
+        *f"-map 0:v -map 1:a {H264} -c:a aac".split(),
         str(late),
     )
     settings = SpectrogramSettings()
