@@ -103,6 +103,7 @@ def _train(
     if distributed.rank() == 0:
         _write_run_info(run, cache, data, held, approaches, order, seeds, lstm_sizes, previous)
     _announce(data, held, fitting)
+    split = Split(data, norm, fitting, held.clips)
     failures = []
     probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
     for size, seed, approach, folder, out_name in _plan(order, settings, seeds, lstm_sizes):
@@ -111,7 +112,7 @@ def _train(
         trained = probabilities.setdefault((size, seed), {})
         out = ensure_dir(run / out_name, under=run)
         try:
-            trained[approach] = _fit_one(data, approach_settings, out, norm, fitting, held, trained)
+            trained[approach] = _fit_one(split, approach_settings, out, trained)
         except AvemoError as e:
             failures.append(f"{name}: {e}")
             print(f"{distributed.tag()}{name}: not trained: {e}")
@@ -199,41 +200,32 @@ def _summary(name: str, probs: np.ndarray, data: FeatureSet, validation: torch.T
     print(f"{distributed.tag()}{name}: {', '.join(summary)}")
 
 
-def _fit_one(
-    data: FeatureSet,
-    settings: TrainSettings,
-    out: Path,
-    norm: Standardiser,
-    fitting: torch.Tensor,
-    held: Validation,
-    trained: dict[str, np.ndarray],
-) -> np.ndarray:
+@dataclass(frozen=True)
+class Split:
+    """What every head of a run is trained on: the features (z-scored by `norm`, which is saved with each
+    model for new videos), the clips fitted and the clips epochs are selected on."""
+
+    data: FeatureSet
+    norm: Standardiser
+    fitting: torch.Tensor
+    validation: torch.Tensor
+
+
+def _fit_one(split: Split, settings: TrainSettings, out: Path, trained: dict[str, np.ndarray]) -> np.ndarray:
     if settings.head.approach == "late":
-        return fit_late(data, settings, out, norm, fitting, held.clips, trained)
-    return fit_and_write(data, settings, out, norm, fitting, held.clips)
+        return fit_late(split, settings, out, trained)
+    return fit_and_write(split, settings, out)
 
 
-def fit_and_write(
-    data: FeatureSet, settings: TrainSettings, out: Path, norm: Standardiser, fitting: torch.Tensor, validation: torch.Tensor
-) -> np.ndarray:
+def fit_and_write(split: Split, settings: TrainSettings, out: Path) -> np.ndarray:
     """`fit` one head in `out`, then write its settings.json and predictions.csv; returns its probabilities."""
     ensure_dir(out)
-    probs = fit(data, settings, out, norm, fitting, validation)
-    if distributed.rank() == 0:  # after fit, which refuses a folder trained with other settings
-        write_json(out / runfolder.SETTINGS, asdict(settings))
-        _write_predictions(out, data, probs)
+    probs = fit(split, settings, out)
+    _write_outputs(out, settings, split.data, probs)  # after fit, which refuses a folder trained with other settings
     return probs
 
 
-def fit_late(
-    data: FeatureSet,
-    settings: TrainSettings,
-    out: Path,
-    norm: Standardiser,
-    fitting: torch.Tensor,
-    validation: torch.Tensor,
-    trained: dict[str, np.ndarray],
-) -> np.ndarray:
+def fit_late(split: Split, settings: TrainSettings, out: Path, trained: dict[str, np.ndarray]) -> np.ndarray:
     """Late fusion (eq. 14) of a visual and an audio model: the two per-second MLP classifiers trained here in
     OUT/visual and OUT/audio (`late_from` mlp, the paper's), or the visual-only and audio-only heads already
     trained in this run (`late_from` lstm)."""
@@ -245,17 +237,18 @@ def fit_late(
             parts[modality] = trained[modality]
         else:
             head = replace(settings.head, approach=modality, temporal="none")
-            parts[modality] = fit_and_write(data, replace(settings, head=head), out / modality, norm, fitting, validation)
-    probs = late_fusion(parts["audio"], parts["visual"], data.has_audio.numpy())
+            parts[modality] = fit_and_write(split, replace(settings, head=head), out / modality)
+    probs = late_fusion(parts["audio"], parts["visual"], split.data.has_audio.numpy())
     ensure_dir(out)
-    if distributed.rank() == 0:
-        write_json(out / runfolder.SETTINGS, asdict(settings))
-        _write_predictions(out, data, probs)
+    _write_outputs(out, settings, split.data, probs)
     return probs
 
 
-def _write_predictions(out: Path, data: FeatureSet, probs: np.ndarray) -> None:
-    runfolder.write_predictions(out / runfolder.PREDICTIONS, data.clip_ids, data.split, data.labels.tolist(), probs)
+def _write_outputs(out: Path, settings: TrainSettings, data: FeatureSet, probs: np.ndarray) -> None:
+    """OUT/settings.json and OUT/predictions.csv (rank 0)."""
+    if distributed.rank() == 0:
+        write_json(out / runfolder.SETTINGS, asdict(settings))
+        runfolder.write_predictions(out / runfolder.PREDICTIONS, data.clip_ids, data.split, data.labels.tolist(), probs)
 
 
 # -- one head, on the engine ------------------------------------------------------------------------------
@@ -293,17 +286,11 @@ class HeadTask:
         self.model.load_state_dict(state)
 
 
-def fit(
-    data: FeatureSet,
-    settings: TrainSettings,
-    out: Path,
-    norm: Standardiser,
-    fitting: torch.Tensor,
-    validation: torch.Tensor,
-) -> np.ndarray:
-    """Train one head on the `fitting` clips of `data` (already normalised by `norm`, which is saved with the
-    model for new videos), select the epoch on `validation`; returns class probabilities for every clip.
-    OUT/model.pt holds the selected epoch, OUT/last.pt the latest (engine.Checkpoints)."""
+def fit(split: Split, settings: TrainSettings, out: Path) -> np.ndarray:
+    """Train one head on the split's fitting clips, select the epoch on its validation clips; returns class
+    probabilities for every clip. OUT/model.pt holds the selected epoch, OUT/last.pt the latest
+    (engine.Checkpoints)."""
+    data, fitting, validation = split.data, split.fitting, split.validation
     clips = fitting[data.has_audio[fitting]] if settings.head.approach == "audio" else fitting  # no silence lessons
     if settings.head.approach == "audio" and len(clips) == 0:
         raise AvemoError("no train clip has an audio stream: the audio-only head cannot be trained")
@@ -312,9 +299,8 @@ def fit(
     model = EmotionHead(settings.head).to(settings.device)
     weights = class_weights(data.labels[clips], settings.class_weights, settings.device)
     task = HeadTask(model, data, clips, validation, settings, weights)
-    engine.fit(
-        task, make_optimizer(model, settings), _loop(settings, out), _checkpoints(settings, out, data, norm, clips, validation)
-    )
+    checkpoints = _checkpoints(settings, out, data, split.norm, clips, validation)
+    engine.fit(task, make_optimizer(model, settings), _loop(settings, out), checkpoints)
     _load_selected(model, out, data.identity)
     return predict(model, data, torch.arange(len(data.labels)), settings.device)
 
