@@ -7,8 +7,16 @@ from avemo.cache.store import ShardStore
 from avemo.datasets.media import write_mp4
 from avemo.errors import AvemoError
 from avemo.extract.decode import ClipError, DecodeSettings, decode_clip, read_audio
+from avemo.extract.video import DECODERS, ENVIRONMENT, installed
 
 from helpers import make_clip
+
+
+@pytest.fixture(autouse=True, params=[d for d in DECODERS if installed(d)])
+def video_decoder(request, monkeypatch):
+    """Every test here runs with each video decoder installed (decord where it has a wheel; PyAV always)."""
+    monkeypatch.setenv(ENVIRONMENT, request.param)
+    return request.param
 
 
 def test_clip_with_audio_gives_one_key_frame_and_spectrogram_per_second(tmp_path):

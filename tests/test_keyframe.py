@@ -1,9 +1,9 @@
-import decord
 import numpy as np
 import pytest
 
-from avemo.extract.decode import DecodeSettings, decode_clip
+from avemo.extract.decode import DecodeSettings, decode_clip, read_streams
 from avemo.extract.keyframe import key_frame, rgb_histograms
+from avemo.extract.video import open_video
 
 from helpers import make_clip
 
@@ -37,9 +37,10 @@ def test_decoded_key_frames_follow_the_rule_on_a_real_clip(tmp_path, fps):
     media = decode_clip(path, DecodeSettings(hist_bins=32))
     assert media.n_seconds == 3  # the trailing half second is dropped
     # brute force over every decoded frame, segments by frame time i / fps
-    video = decord.VideoReader(path, width=256, height=256)
-    frames = video.get_batch(list(range(len(video)))).asnumpy()
-    times = np.arange(len(video)) / fps
+    timeline, _ = read_streams(path, 16000)
+    with open_video(path, 256, DecodeSettings().video_decoder, timeline) as video:
+        frames = video.frames(list(range(len(video.starts))))
+    times = np.arange(len(frames)) / fps
     for s in range(3):
         members = np.flatnonzero((times >= s - 1e-3) & (times < s + 1 - 1e-3))
         hists = rgb_histograms(frames[members], 32)

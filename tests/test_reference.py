@@ -38,10 +38,20 @@ from avemo.datasets.media import write_mp4
 from avemo.extract.decode import decode_clip, read_audio
 from avemo.extract.keyframe import key_frame, rgb_histograms
 from avemo.extract.spectrogram import SpectrogramSettings, spectrogram_images
+from avemo.extract.video import DECODERS, ENVIRONMENT, installed
 
 FFMPEG = imageio_ffmpeg.get_ffmpeg_exe()
 RATE = 16000
 SIZE = 256
+
+
+@pytest.fixture(autouse=True, params=[d for d in DECODERS if installed(d)])
+def video_decoder(request, monkeypatch):
+    """Every reference check runs with each video decoder installed (decord where it has a wheel; PyAV always)."""
+    monkeypatch.setenv(ENVIRONMENT, request.param)
+    return request.param
+
+
 BURST = "if(between(t,{at},{at}+0.05),0.5*sin(2*PI*1000*t),0)"  # 50 ms of 1 kHz at amplitude 0.5
 CHIRP = "0.5*sin(2*PI*(100*t+600*t*t))"  # 100 Hz rising by 1.2 kHz a second
 

@@ -9,8 +9,9 @@ One timeline for both modalities: t = 0 is the video's start, the presentation t
 whose presentation time lies in [s, s + 1) and the audio samples [s·rate, (s + 1)·rate).
 
 - Frame times are the video packets' presentation timestamps, read with PyAV in the same pass as the
-  audio (their decode timestamps where a container has none, as AVI); decord's own float32 times are used
-  only if PyAV and decord do not count the same frames. The pixels are decoded by decord.
+  audio (their decode timestamps where a container has none, as AVI). The pixels are decoded by decord
+  where it is installed, else by PyAV through the same scale filter, bit for bit the same
+  (`DecodeSettings.video_decoder`, `AVEMO_VIDEO_DECODER`; avemo.extract.video).
 - Last second: the video ends where its last frame (by presentation time) ends, that frame's pts plus
   its packet duration. That duration is what the container stores (mp4 `stts`, Matroska block durations)
   and what the ffmpeg CLI gives the last frame (checked on mp4, Matroska and AVI); where a packet carries
@@ -35,16 +36,28 @@ whose presentation time lies in [s, s + 1) and the audio samples [s·rate, (s + 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass, field, replace
 from fractions import Fraction
 
 import av
 import av.filter
-import decord
 import numpy as np
 
+from avemo.errors import AvemoError
 from avemo.extract.keyframe import key_frame, rgb_histograms
 from avemo.extract.spectrogram import SpectrogramSettings, spectrogram_images
+from avemo.extract.video import (
+    DECODERS,
+    ENVIRONMENT,
+    LEGACY_DECODER,
+    ClipError,
+    Video,
+    VideoTimeline,
+    default_decoder,
+    installed,
+    open_video,
+)
 
 SEGMENT_SECONDS = 1.0  # paper: "we set t = 1"
 AUDIO_TIMELINES = ("pts",)
@@ -62,10 +75,16 @@ class DecodeSettings:
     # t = 0 at the first video frame (see the module docstring). Caches decoded before this field existed
     # (decord's AudioReader, start offsets ignored) lack it in their settings, so they are refused on reuse.
     audio_timeline: str = "pts"
+    # What decodes the frames: "decord" or "pyav" (same pixels, avemo.extract.video); by default
+    # AVEMO_VIDEO_DECODER, else decord where it is installed, else PyAV. Recorded with the media cache, whose
+    # clips one decoder makes; caches made before it was recorded were decoded by decord (`media_settings`).
+    video_decoder: str = field(default_factory=default_decoder)
 
     def __post_init__(self) -> None:
         if self.audio_timeline not in AUDIO_TIMELINES:
             raise ValueError(f"audio_timeline must be one of {AUDIO_TIMELINES}, not {self.audio_timeline!r}")
+        if self.video_decoder not in DECODERS:
+            raise ValueError(f"video_decoder must be one of {DECODERS}, not {self.video_decoder!r}")
 
 
 @dataclass
@@ -81,37 +100,29 @@ class ClipMedia:
         return len(self.key_frames)
 
 
-class ClipError(Exception):
-    """A clip that cannot be used; the message is the reason written to errors.csv."""
-
-
-@dataclass
-class VideoTimeline:
-    """Presentation times of a video's frames in decord's index order (by presentation time)."""
-
-    start: np.ndarray  # float64 [n] seconds from the video's start (the first frame's presentation time)
-    end: float  # where the last frame ends, seconds from the video's start
-    zero: float  # the video's start on the container's timeline, seconds
-
-
-def decode_clip(path: str, settings: DecodeSettings = DecodeSettings()) -> ClipMedia:
-    try:
-        video = decord.VideoReader(path, width=settings.frame_size, height=settings.frame_size, num_threads=1)
-        n_frames = len(video)
-        if n_frames == 0:
-            raise ClipError("no video frames")
-        decord_times = video.get_frame_timestamp(range(n_frames))  # [n, 2]: start, end (s), float32
-    except (decord.DECORDError, RuntimeError) as e:  # decord raises RuntimeError on unreadable containers
-        raise ClipError(f"cannot read video: {_first_line(e)}") from None
+def decode_clip(path: str, settings: DecodeSettings | None = None) -> ClipMedia:
+    """Per 1-s segment (paper: t = 1), the key frame at frame_size×frame_size and the spectrogram."""
+    settings = settings or DecodeSettings()
     timeline, audio = read_streams(path, settings.spectrogram.sample_rate)
-    if timeline is not None and len(timeline.start) == n_frames:
-        starts, end = timeline.start, timeline.end
-    else:  # PyAV sees other frames than decord (rare): decord's own times, as before
-        starts, end = decord_times[:, 0].astype(np.float64), float(decord_times[-1, 1])
-    n_segments = _segment_count(end, settings.min_last_segment)
-    if n_segments == 0:
-        raise ClipError(f"shorter than one second ({end:.2f} s)")
+    with open_video(path, settings.frame_size, settings.video_decoder, timeline) as video:
+        n_segments = _segment_count(video.end, settings.min_last_segment)
+        if n_segments == 0:
+            raise ClipError(f"shorter than one second ({video.end:.2f} s)")
+        key_frames, key_index = _key_frames(video, n_segments, settings)
+        starts = video.starts
+    size = settings.frame_size
+    if audio is None:
+        spectrograms = np.zeros((n_segments, size, size), np.uint8)
+    else:
+        spectrograms = spectrogram_images(
+            audio_segments(audio, n_segments, settings.spectrogram.sample_rate), settings.spectrogram
+        )
+    return ClipMedia(key_frames, key_index, starts[key_index].astype(np.float64), spectrograms, audio is not None)
 
+
+def _key_frames(video: Video, n_segments: int, settings: DecodeSettings) -> tuple[np.ndarray, np.ndarray]:
+    """Per segment, the key frame (eq. 1-2) among the frames whose presentation time lies in it, and its index."""
+    starts = video.starts
     segment_of_frame = np.floor(starts / SEGMENT_SECONDS + 1e-6).astype(np.int64)
     size = settings.frame_size
     key_frames = np.empty((n_segments, size, size, 3), np.uint8)
@@ -121,19 +132,50 @@ def decode_clip(path: str, settings: DecodeSettings = DecodeSettings()) -> ClipM
         if len(members) == 0:  # a gap in a variable-frame-rate file: take the frame nearest its middle
             members = np.array([np.abs(starts - (s + 0.5) * SEGMENT_SECONDS).argmin()])
         try:
-            frames = video.get_batch(members.tolist()).asnumpy()
-        except (decord.DECORDError, RuntimeError) as e:
-            raise ClipError(f"cannot decode second {s}: {_first_line(e)}") from None
+            frames = video.frames(members.tolist())
+        except ClipError as e:
+            raise ClipError(f"cannot decode second {s}: {e}") from None
         best = key_frame(rgb_histograms(frames, settings.hist_bins))
         key_frames[s], key_index[s] = frames[best], members[best]
+    return key_frames, key_index
 
-    if audio is None:
-        spectrograms = np.zeros((n_segments, size, size), np.uint8)
-    else:
-        spectrograms = spectrogram_images(
-            audio_segments(audio, n_segments, settings.spectrogram.sample_rate), settings.spectrogram
+
+def media_settings(stored: dict, settings: DecodeSettings, folder: object) -> dict:
+    """What to check a media store's recorded settings (`stored`) against: `settings` as a dict.
+
+    A store made before the decoder was recorded was decoded by decord: it is checked without the field (and
+    keeps its manifest). A store whose clips another decoder made is refused: one cache, one decoder."""
+    ours = asdict(settings)
+    if not installed(settings.video_decoder):
+        raise AvemoError(f"{folder}: video_decoder={settings.video_decoder}, which is not installed here; use pyav")
+    recorded = stored.get("video_decoder", LEGACY_DECODER) if stored else ours["video_decoder"]
+    if recorded != ours["video_decoder"]:
+        raise AvemoError(
+            f"{folder}: its clips were decoded by {recorded}, not {ours['video_decoder']}: set "
+            f"{ENVIRONMENT}={recorded} (installing {recorded} if needed), or use another --cache"
         )
-    return ClipMedia(key_frames, key_index, starts[key_index].astype(np.float64), spectrograms, audio is not None)
+    if stored and "video_decoder" not in stored:
+        del ours["video_decoder"]
+    return ours
+
+
+def with_recorded_decoder(stored: dict) -> dict:
+    """A media store's recorded settings with its decoder (decord for a store made before it was recorded)."""
+    return {"video_decoder": LEGACY_DECODER, **stored} if stored else stored
+
+
+def decodable_here(settings: DecodeSettings, folder: object) -> DecodeSettings:
+    """A media cache's settings for decoding new videos (predict, the joint pass's export) on this machine: where
+    its decoder is not installed (decord off Linux/Windows x86_64), PyAV instead, with a note on stderr (the
+    frames are the same on every file tested; a cache's own clips are never decoded twice by two decoders)."""
+    if installed(settings.video_decoder):
+        return settings
+    print(
+        f"note: {folder} was decoded by {settings.video_decoder}, which is not installed here; decoding new videos "
+        "with pyav (the same frames on every file tested)",
+        file=sys.stderr,
+    )
+    return replace(settings, video_decoder="pyav")
 
 
 def read_audio(path: str, sample_rate: int) -> np.ndarray | None:
@@ -331,8 +373,3 @@ def _segment_count(duration: float, min_last_segment: float) -> int:
     whole = math.floor(duration / SEGMENT_SECONDS + 1e-6)
     rest = duration - whole * SEGMENT_SECONDS
     return whole + (1 if min_last_segment < SEGMENT_SECONDS and rest >= min_last_segment - 1e-6 else 0)
-
-
-def _first_line(error: Exception) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
-    return lines[-1][:200] if lines else type(error).__name__
