@@ -9,10 +9,13 @@ joint pass write through it; evaluate and predict read through it. No torch at i
                                           seed-<s>: one of several seeds
     RUN/late/{visual,audio}/              late fusion's two per-second MLP classifiers (paper eq. 14)
     RUN/joint/                            the joint pass: as a model, plus visual.pt and audio.pt
+    RUN/valence/                          the valence models (`--target valence|both`), laid out as RUN/ is
+                                          (<model>/, late/{visual,audio}/); no joint pass
 
 predictions.csv (written by `write_predictions`, read by `read_predictions`): `clip_id,split,arousal,predicted`
-(classes -1/0/1), then `p_calm,p_neutral,p_active`; one row per clip. Readers ignore further columns but score
-valence when `valence,predicted_valence` are there (empty or -128: unknown).
+(classes -1/0/1), then `p_calm,p_neutral,p_active`; a valence model's: `clip_id,split,valence,predicted_valence,
+p_negative,p_neutral,p_positive` (an unknown valence is empty). One row per clip. Readers score every task whose
+pair of columns is there (empty or -128: unknown) and ignore further columns.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import numpy as np
 
 from avemo.approaches import ROWS, TUNABLE, UNKNOWN_LABEL
 from avemo.atomic import read_json, write_json, write_text
-from avemo.datasets.labels import AROUSAL_NAMES, to_label
+from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES, to_label
 from avemo.errors import AvemoError
 
 RUN_JSON = "run.json"
@@ -36,6 +39,8 @@ SETTINGS = "settings.json"
 PREDICTIONS = "predictions.csv"
 PAPER_LSTM = 256  # the LSTM size whose folder carries no -lstm<N> suffix (Fig. 2's best, the default)
 JOINT = "joint"
+TARGETS = ("arousal", "valence")  # what a model predicts (TrainSettings.target)
+VALENCE = "valence"  # the folder of the valence models: RUN/valence/<model>/
 FOLDER = re.compile(rf"^({'|'.join(ROWS)})(?:-([A-Za-z0-9_.+-]+))?$")  # <approach>[-<variant>]
 SEED = re.compile(r"^seed-(-?\d+)$")
 RUN_JSON_REMEDY = (
@@ -50,9 +55,22 @@ def model_folder(approach: str, size: int, sizes: list[int]) -> str:
     return approach if len(sizes) == 1 or size == PAPER_LSTM else f"{approach}-lstm{size}"
 
 
-def model_path(approach: str, size: int, seed: int, sizes: list[int], seeds: list[int]) -> str:
-    """The folder of one model, relative to RUN: <folder>, or <folder>/seed-<s> with several seeds."""
-    return model_folder(approach, size, sizes) + (f"/seed-{seed}" if len(seeds) > 1 else "")
+def model_path(approach: str, size: int, seed: int, sizes: list[int], seeds: list[int], target: str = "arousal") -> str:
+    """The folder of one model, relative to RUN: [valence/]<folder>, or [valence/]<folder>/seed-<s> with several
+    seeds."""
+    return target_prefix(target) + model_folder(approach, size, sizes) + (f"/seed-{seed}" if len(seeds) > 1 else "")
+
+
+def target_prefix(target: str) -> str:
+    """Where a target's models are, relative to RUN: '' (arousal) or 'valence/'."""
+    if target not in TARGETS:
+        raise AvemoError(f"target {target!r}: must be one of {', '.join(TARGETS)}")
+    return "" if target == "arousal" else f"{VALENCE}/"
+
+
+def target_root(run: Path, target: str) -> Path:
+    """The folder that holds a target's model folders: RUN, or RUN/valence."""
+    return Path(run) / target_prefix(target)
 
 
 def parse_folder(name: str) -> tuple[str, str] | None:
@@ -67,16 +85,16 @@ def seed_of(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def expected_names(approaches: list[str], seeds: list[int], sizes: list[int]) -> list[str]:
-    """The predictions files (relative to RUN) that training these approaches, seeds and sizes writes;
-    late fusion's MLP classifiers have no LSTM: one size is enough."""
+def expected_names(approaches: list[str], seeds: list[int], sizes: list[int], target: str = "arousal") -> list[str]:
+    """The predictions files (relative to RUN) that training these approaches, seeds and sizes for `target`
+    writes; late fusion's MLP classifiers have no LSTM: one size is enough."""
     names = []
     for size in sizes:
         for approach in approaches:
             folder = model_folder(approach, size, sizes)
             if approach == "late" and folder != approach:
                 continue
-            names += [f"{model_path(approach, size, s, sizes, seeds)}/predictions.csv" for s in seeds]
+            names += [f"{model_path(approach, size, s, sizes, seeds, target)}/predictions.csv" for s in seeds]
     return names
 
 
@@ -89,15 +107,31 @@ def read_info(run: Path) -> dict:
     info = read_json(path, RUN_JSON_REMEDY)
     if not isinstance(info.get("cache"), str) or not info["cache"]:
         raise AvemoError(f'{path}: names no cache (no "cache" entry); {RUN_JSON_REMEDY}')
-    return info
+    return {**info, "cache": str(_cache_path(Path(run), info))}
+
+
+def _cache_path(run: Path, info: dict) -> Path:
+    """The cache of run.json, absolute: `cache` relative to RUN (a run moved with its cache), else where it was
+    when trained (`cache_absolute`: a run copied alone); an older run.json's absolute `cache` as it is."""
+    relative = (run / info["cache"]).resolve()
+    absolute = info.get("cache_absolute")
+    if relative.is_dir() or not isinstance(absolute, str) or not Path(absolute).is_dir():
+        return relative
+    return Path(absolute)
 
 
 def write_info(run: Path, info: dict) -> None:
-    write_json(Path(run) / RUN_JSON, info)
+    """RUN/run.json, its `cache` stored relative to RUN, so that a run moved together with its cache keeps
+    working, and `cache_absolute` for a run moved alone (`read_info` gives back the one that exists)."""
+    import os
+
+    absolute = Path(info["cache"]).resolve()
+    relative = Path(os.path.relpath(absolute, Path(run).resolve())).as_posix()
+    write_json(Path(run) / RUN_JSON, {**info, "cache": relative, "cache_absolute": str(absolute)})
 
 
 def cache_of(run: Path) -> Path:
-    """The cache a run directory was trained on (RUN/run.json)."""
+    """The cache a run directory was trained on (RUN/run.json), as an absolute path."""
     return Path(read_info(run)["cache"])
 
 
@@ -167,26 +201,107 @@ def has_head(run: Path, approach: str) -> bool:
     return any((Path(run) / approach).glob("**/model.pt"))
 
 
-def head_paths(run: Path, approach: str) -> list[Path]:
-    """The model.pt files predict reads for an approach; late fusion: its visual and audio models (the
-    per-second MLP classifiers in RUN/late/, or the visual and audio heads when trained `--late-from lstm`)."""
+def head_paths(run: Path, approach: str, seed: int | None = None, target: str = "arousal") -> list[Path]:
+    """The model.pt files predict reads for one approach, seed and target: its head; for late fusion its visual
+    and audio models (the per-second MLP classifiers in [valence/]late/[seed-<s>/], or the visual and audio
+    heads when trained `--late-from lstm`); for joint, RUN/joint/model.pt (arousal only). `seed` None: the
+    one trained (several: refused). One line naming the command that fixes it when a model is missing."""
     run = Path(run)
+    root = target_root(run, target)
+    if approach == JOINT:
+        return [_joint_head(run, target)]
     if approach != "late":
-        return [run / approach / "model.pt"]
-    path = run / "late" / "settings.json"
-    remedy = "train late fusion again with `avemo train --approach late`"
-    late_from = read_json(path, remedy).get("late_from", "lstm") if path.is_file() else "mlp"
-    return [(run / "late" / m if late_from == "mlp" else run / m) / "model.pt" for m in ("visual", "audio")]
+        return [_model_file(run, root / approach, seed, target, "model.pt")]
+    late = _model_file(run, root / "late", seed, target, SETTINGS)
+    settings = read_json(late, f"train late fusion again with `{_train_command(run, 'late', target)}`")
+    if settings.get("late_from", "lstm") == "lstm":  # older runs fused the LSTM heads and did not say so
+        return [_model_file(run, root / m, settings.get("seed", seed), target, "model.pt") for m in ("visual", "audio")]
+    paths = [late.parent / m / "model.pt" for m in ("visual", "audio")]
+    for path in paths:
+        if not path.is_file():
+            raise AvemoError(f"{path}: missing; train late fusion again with `{_train_command(run, 'late', target)}`")
+    return paths
+
+
+def targets(run: Path, approach: str) -> list[str]:
+    """The targets (arousal, valence) RUN holds a trained model of `approach` for, of any seed."""
+    marker = SETTINGS if approach == "late" else "model.pt"
+    found = []
+    for target in TARGETS:
+        folder = target_root(run, target) / approach
+        if (folder / marker).is_file() or any(folder.glob(f"seed-*/{marker}")):
+            found.append(target)
+    return found
+
+
+def _model_file(run: Path, folder: Path, seed: int | None, target: str, marker: str) -> Path:
+    """FOLDER/<marker> or FOLDER/seed-<s>/<marker> for `seed` (None: the one trained); one line when absent."""
+    seeds = sorted(s for p in folder.glob(f"seed-*/{marker}") if (s := seed_of(p.parent.name)) is not None)
+    single = folder / marker
+    command = _train_command(run, folder.name, target)
+    if seed is None:
+        if single.is_file():
+            return single
+        if len(seeds) > 1:
+            raise AvemoError(f"{folder}: trained with seeds {', '.join(map(str, seeds))}: choose one with --seed")
+        if seeds:
+            return folder / f"seed-{seeds[0]}" / marker
+        raise AvemoError(f"{folder}: no trained {_what(folder.name, target)} here; train it with `{command}`")
+    path = folder / f"seed-{seed}" / marker
+    if path.is_file():
+        return path
+    if single.is_file() and read_settings(folder).get("seed") == seed:
+        return single
+    have = (
+        f"trained with seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+        if seeds
+        else f"trained with seed {read_settings(folder).get('seed')}"
+        if single.is_file()
+        else "not trained"
+    )
+    raise AvemoError(
+        f"{folder}: no {_what(folder.name, target)} of seed {seed} ({have}); train it with `{command} --seed {seed}`"
+    )
+
+
+def _what(approach: str, target: str) -> str:
+    return f"{approach} model" + (f" for {target}" if target != "arousal" else "")
+
+
+def _joint_head(run: Path, target: str) -> Path:
+    """RUN/joint/model.pt; the joint pass tunes an arousal head only."""
+    if target != "arousal":
+        raise AvemoError(f"{run}: the joint pass is arousal-only, there is no joint {target} model; choose another approach")
+    path = run / JOINT / "model.pt"
+    if not path.is_file():
+        raise AvemoError(f"{path}: no joint pass in {run}; run it with `avemo train --run {run} --joint`")
+    return path
+
+
+def _train_command(run: Path, approach: str, target: str) -> str:
+    """The `avemo train` command that trains `approach` for `target` into RUN (the cache of its run.json)."""
+    try:
+        cache = str(cache_of(run))
+    except AvemoError:
+        cache = "CACHE"
+    where = f"--cache {cache} --run {run}"
+    return f"avemo train {where} --approach {approach}" + (f" --target {target}" if target != "arousal" else "")
 
 
 # -- files of one model --------------------------------------------------------------------------------
-def write_predictions(path: Path, clip_ids: np.ndarray, split: np.ndarray, labels: list[int], probs: np.ndarray) -> None:
-    """predictions.csv: every clip with its split, true class, predicted class and class probabilities."""
+def write_predictions(
+    path: Path, clip_ids: np.ndarray, split: np.ndarray, labels: list[int], probs: np.ndarray, target: str = "arousal"
+) -> None:
+    """predictions.csv: every clip with its split, true class (`labels`: class indices, negative when unknown:
+    written empty), predicted class and class probabilities, in the columns of `target` (TASKS)."""
+    true_column, predicted_column = TASKS[target]
+    names = AROUSAL_NAMES if target == "arousal" else VALENCE_NAMES
     text = io.StringIO()
     writer = csv.writer(text)
-    writer.writerow(["clip_id", "split", "arousal", "predicted", *(f"p_{n}" for n in AROUSAL_NAMES)])
+    writer.writerow(["clip_id", "split", true_column, predicted_column, *(f"p_{n}" for n in names)])
     for clip_id, part, label, p in zip(clip_ids, split, labels, probs):
-        writer.writerow([clip_id, part, to_label(label), to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
+        true = to_label(label) if label >= 0 else ""
+        writer.writerow([clip_id, part, true, to_label(int(p.argmax())), *(f"{v:.6f}" for v in p)])
     write_text(path, text.getvalue())
 
 
@@ -200,7 +315,7 @@ def write_log(path: Path, rows: list[dict]) -> None:
 
 
 # -- reading predictions back (evaluate) -----------------------------------------------------------------
-PREDICTION_COLUMNS = ("clip_id", "split", "arousal", "predicted")  # what a predictions.csv must have
+PREDICTION_COLUMNS = ("clip_id", "split")  # what a predictions.csv must have, and one pair of TASKS
 TASKS = {"arousal": ("arousal", "predicted"), "valence": ("valence", "predicted_valence")}  # true, predicted column
 
 
@@ -217,6 +332,7 @@ class Predictions:
     labels: dict[str, np.ndarray] = field(default_factory=dict)  # task → true labels (-1/0/1; UNKNOWN_LABEL)
     predicted: dict[str, np.ndarray] = field(default_factory=dict)  # task → predicted labels
     lstm_hidden: int | None = None
+    target: str = "arousal"  # the models' folder it is in: RUN/ (arousal) or RUN/valence/ (valence)
 
     @property
     def name(self) -> str:
@@ -246,23 +362,33 @@ def seed_folders(folder: Path) -> list[tuple[Path, int]]:
 
 
 def find_predictions(run: Path) -> list[Predictions]:
-    """Every predictions.csv of RUN, in Table 1 order (approach, then variant, then seed). The seed of
-    <model>/predictions.csv is `seed` of the settings.json beside it; a seed folder's settings.json wins over its
-    parent's, and without one its seed is the folder's number. One seed in two files is refused."""
+    """Every predictions.csv of RUN and of RUN/valence, in Table 1 order (target, approach, variant, seed). The
+    seed of <model>/predictions.csv is `seed` of the settings.json beside it; a seed folder's settings.json wins
+    over its parent's, and without one its seed is the folder's number. One seed in two files is refused."""
     found = []
-    for folder, approach, variant in model_folders(run):
-        settings = read_settings(folder)
-        if (folder / PREDICTIONS).is_file():
-            found.append(read_predictions(folder / PREDICTIONS, approach, variant, settings))
-        for seed_folder, number in seed_folders(folder):
-            if (seed_folder / PREDICTIONS).is_file():
-                own = read_settings(seed_folder)
-                seed_settings = {**settings, **own, "seed": own.get("seed", number)}
-                found.append(read_predictions(seed_folder / PREDICTIONS, approach, variant, seed_settings))
-    found.sort(key=lambda p: (ROWS.index(p.approach), p.variant != "", p.lstm_hidden or 0, p.variant, _seed_key(p.seed)))
+    for target in TARGETS:
+        for folder, approach, variant in model_folders(target_root(run, target)):
+            settings = read_settings(folder)
+            if (folder / PREDICTIONS).is_file():
+                found.append(read_predictions(folder / PREDICTIONS, approach, variant, settings, target))
+            for seed_folder, number in seed_folders(folder):
+                if (seed_folder / PREDICTIONS).is_file():
+                    own = read_settings(seed_folder)
+                    seed_settings = {**settings, **own, "seed": own.get("seed", number)}
+                    found.append(read_predictions(seed_folder / PREDICTIONS, approach, variant, seed_settings, target))
+    found.sort(
+        key=lambda p: (
+            TARGETS.index(p.target),
+            ROWS.index(p.approach),
+            p.variant != "",
+            p.lstm_hidden or 0,
+            p.variant,
+            _seed_key(p.seed),
+        )
+    )
     seen: dict[tuple, Path] = {}
     for p in found:
-        key = (p.approach, p.variant, p.seed)
+        key = (p.target, p.approach, p.variant, p.seed)
         if key in seen:
             raise AvemoError(
                 f"{p.path}: seed {p.seed} of {p.name} is also in {seen[key]}; one of them would count twice (a folder "
@@ -303,11 +429,13 @@ def missing_predictions(run: Path, found: list[Predictions]) -> list[str]:
     run = Path(run)
     expected = set(listed_predictions(run))
     present = {p.path.relative_to(run).as_posix() for p in found}
-    for folder, *_ in model_folders(run):
-        expected |= {f"{folder.name}/{s.name}/{PREDICTIONS}" for s, _ in seed_folders(folder)}
+    for target in TARGETS:
+        for folder, *_ in model_folders(target_root(run, target)):
+            prefix = target_prefix(target) + folder.name
+            expected |= {f"{prefix}/{s.name}/{PREDICTIONS}" for s, _ in seed_folders(folder)}
     by_folder: dict[str, set[str]] = {}
     for name in expected | present:
-        by_folder.setdefault(name.split("/")[0], set()).add(name)
+        by_folder.setdefault(_model_of(name), set()).add(name)
     missing = []
     for folder, names in sorted(by_folder.items()):
         absent, have = sorted(names - present), names & present
@@ -322,9 +450,18 @@ def missing_predictions(run: Path, found: list[Predictions]) -> list[str]:
     return missing
 
 
-def read_predictions(path: Path, approach: str, variant: str = "", settings: dict | None = None) -> Predictions:
-    """Read one predictions.csv (its seed and LSTM size from `settings`, a settings.json); a missing column, a
-    repeated clip or a bad label is one clear error naming the file (and line)."""
+def _model_of(name: str) -> str:
+    """The model folder (relative to RUN) of a predictions file's name: `modal`, `valence/modal`."""
+    parts = name.split("/")
+    return "/".join(parts[:2]) if parts[0] == VALENCE and len(parts) > 2 else parts[0]
+
+
+def read_predictions(
+    path: Path, approach: str, variant: str = "", settings: dict | None = None, target: str = "arousal"
+) -> Predictions:
+    """Read one predictions.csv (its seed and LSTM size from `settings`, a settings.json; `target`: the models'
+    folder it is in); a missing column, a repeated clip or a bad label is one clear error naming the file
+    (and line)."""
     settings = settings or {}
     columns, rows = _read_rows(path)
     out = Predictions(
@@ -335,6 +472,7 @@ def read_predictions(path: Path, approach: str, variant: str = "", settings: dic
         clip_ids=np.array([r["clip_id"] for r in rows], dtype=str),
         split=np.array([r["split"] for r in rows], dtype=str),
         lstm_hidden=(settings.get("head") or {}).get("lstm_hidden"),
+        target=target,
     )
     for task, (true_column, predicted_column) in TASKS.items():
         if true_column in columns and predicted_column in columns:
@@ -355,6 +493,9 @@ def _read_rows(path: Path) -> tuple[set[str], list[dict]]:
     missing = set(PREDICTION_COLUMNS) - columns
     if missing:
         raise AvemoError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
+    if not any(set(pair) <= columns for pair in TASKS.values()):
+        pairs = " or ".join(",".join(pair) for pair in TASKS.values())
+        raise AvemoError(f"{path}: missing columns {pairs} (the true and predicted classes); write it again with `avemo train`")
     first: dict[str, int] = {}
     for i, row in enumerate(rows):
         clip = row["clip_id"]

@@ -29,7 +29,7 @@ def test_same_file_name_in_two_folders_are_two_clips(tmp_path):
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("path,arousal,split\na.mp4,0,train\n", ":1: missing column(s) valence"),
+        ("path,split\na.mp4,train\n", ":1: missing column(s) arousal"),
         ("path,arousal,valence,split\na.mp4,2,0,train\n", ":2: arousal must be -1, 0 or 1, got '2'"),
         ("path,arousal,valence,split\na.mp4,0.5,0,train\n", ":2: arousal must be"),
         ("path,arousal,valence,split\na.mp4,inf,0,train\n", ":2: arousal must be"),

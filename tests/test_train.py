@@ -17,6 +17,7 @@ import torch
 
 from avemo.errors import AvemoError
 from avemo.evaluate.report import evaluate
+from avemo.runfolder import cache_of
 from avemo.train.heads import HeadSettings
 from avemo.train.trainer import TrainSettings, train
 
@@ -112,7 +113,7 @@ def test_late_fusion_is_eq_14_over_two_mlp_classifiers_or_the_lstm_heads(tmp_pat
     expected = 0.56 * probabilities(late / "audio") + 0.44 * probabilities(late / "visual")
     np.testing.assert_allclose(probabilities(late), expected, atol=2e-6)
     # --late-from lstm: the visual-only and audio-only heads of the run, reused, not trained again
-    cache = json.loads((trained / "run.json").read_text())["cache"]
+    cache = cache_of(trained)
     for approach in ("visual", "audio"):
         shutil.copytree(trained / approach, tmp_path / approach)
     train(cache, tmp_path, ["late"], replace(SETTINGS, late_from="lstm"))
@@ -155,7 +156,7 @@ def test_the_test_split_never_changes_the_model(tmp_path, small):
 
 
 def test_training_is_reproducible_for_a_seed(tmp_path, small):
-    train(json.loads((small / "run.json").read_text())["cache"], tmp_path, ["modal"], SMALL)
+    train(cache_of(small), tmp_path, ["modal"], SMALL)
     assert (tmp_path / "modal" / "predictions.csv").read_text() == (small / "modal" / "predictions.csv").read_text()
     ours, theirs = (torch.load(r / "modal" / "model.pt", weights_only=True)["model"] for r in (tmp_path, small))
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
@@ -237,7 +238,7 @@ def test_options_per_step_supervision_class_weights_fixed_alpha_clipping(tmp_pat
 
 
 def test_memory_mapped_features_train_the_same_model(tmp_path, small):
-    cache = json.loads((small / "run.json").read_text())["cache"]
+    cache = cache_of(small)
     train(cache, tmp_path / "run", ["visual"], SMALL, memory="mmap")
     assert (tmp_path / "run" / "visual" / "predictions.csv").read_text() == (small / "visual" / "predictions.csv").read_text()
     assert not list((tmp_path / "run").glob(".features*"))  # the mapped copy is removed at the end
@@ -312,7 +313,7 @@ def test_two_process_torchrun_training_equals_one_process(tmp_path):
 
 
 def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, small):
-    cache = json.loads((small / "run.json").read_text())["cache"]
+    cache = cache_of(small)
     shutil.copytree(small / "visual", tmp_path / "run" / "visual")
     with pytest.raises(AvemoError, match=r"other settings \(epochs: 3 → 7\).*delete that folder"):
         train(cache, tmp_path / "run", ["visual"], replace(SMALL, epochs=7))

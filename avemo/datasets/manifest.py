@@ -1,9 +1,10 @@
 """The CSV manifest: header with `path,arousal,valence,split`, one clip per row.
 
-`path` is relative to the CSV's folder, labels are -1/0/1 (valence may be empty), split is `train` or
-`test`; any other column (e.g. `movie`) is kept as metadata. A clip's id is its path as written in the
-CSV (normalised: `./a.mp4` is `a.mp4`), so two `clip.mp4` in different folders never collide, and one video
-file is one clip: listing it twice, under any spelling or through a link, is refused (`check_unique`).
+`path` is relative to the CSV's folder, labels are -1/0/1 (valence may be empty, or its column left out:
+every valence is then unknown, and only arousal can be trained), split is `train` or `test`; any other
+column (e.g. `movie`) is kept as metadata. A clip's id is its path as written in the CSV (normalised:
+`./a.mp4` is `a.mp4`), so two `clip.mp4` in different folders never collide, and one video file is one
+clip: listing it twice, under any spelling or through a link, is refused (`check_unique`).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from avemo.datasets.labels import SPLITS
 from avemo.datasets.textfile import CONTROL, check_length, label, read_text, resolved, shown
 from avemo.errors import AvemoError
 
-REQUIRED_COLUMNS = ("path", "arousal", "valence", "split")
+COLUMNS = ("path", "arousal", "valence", "split")  # what a manifest holds (write_manifest writes them all)
+REQUIRED_COLUMNS = ("path", "arousal", "split")  # valence is optional: without it, unknown for every clip
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,9 @@ def read_manifest(csv_path: str | Path) -> list[Clip]:
     records = _records(text, csv_path)
     first = next(records, None)
     if first is None:
-        raise AvemoError(f"{csv_path}: empty file; expected a header {','.join(REQUIRED_COLUMNS)} and one row per clip")
+        raise AvemoError(
+            f"{csv_path}: empty file; expected a header path,arousal,valence,split (valence may be left out) and one row per clip"
+        )
     header_line, header = first
     columns = _columns(header, f"{csv_path}:{header_line}")
     width = max(columns.values()) + 1  # empty names after the last column (trailing commas) do not count
@@ -80,9 +84,9 @@ def read_manifest(csv_path: str | Path) -> list[Clip]:
             clip_id=rel,
             path=path,
             arousal=_label(row["arousal"], where, "arousal"),
-            valence=_label(row["valence"], where, "valence", optional=True),
+            valence=_label(row.get("valence", ""), where, "valence", optional=True),
             split=split,
-            meta={k: v for k, v in row.items() if k not in REQUIRED_COLUMNS},
+            meta={k: v for k, v in row.items() if k not in COLUMNS},
         )
         clips.append(clip)
         listed.append((clip, where, raw))
@@ -140,11 +144,14 @@ def _columns(header: list[str], where: str) -> dict[str, int]:
                 "which one holds the values is unknown: rename or delete one"
             )
     missing = [c for c in REQUIRED_COLUMNS if c not in keys]
-    if missing:
+    misspelt = _misspelt([c for c in COLUMNS if c not in keys], names)
+    if missing or misspelt:  # an optional column written wrong (valance) is refused too: it is not metadata
+        missing = missing or [c for c in COLUMNS if c not in keys]
         raise AvemoError(
-            f"{where}: missing column(s) {', '.join(missing)}{_misspelt(missing, names)}; need {','.join(REQUIRED_COLUMNS)}"
+            f"{where}: missing column(s) {', '.join(missing)}{_misspelt(missing, names)}; need {','.join(REQUIRED_COLUMNS)} "
+            "(and valence, optional)"
         )
-    return {(key if key in REQUIRED_COLUMNS else names[i]): i for i, key in enumerate(keys) if key}
+    return {(key if key in COLUMNS else names[i]): i for i, key in enumerate(keys) if key}
 
 
 def _manifest_path(value: str, where: str) -> str:
@@ -212,7 +219,7 @@ def is_file(path: Path) -> bool:
 def _misspelt(missing: list[str], header: list[str]) -> str:
     """' (unknown column 'valance': misspelt 'valence'?)' when a header column is close to a missing one."""
     for column in missing:
-        close = difflib.get_close_matches(column, [h for h in header if h not in REQUIRED_COLUMNS], n=1, cutoff=0.6)
+        close = difflib.get_close_matches(column, [h for h in header if h.casefold() not in COLUMNS], n=1, cutoff=0.6)
         if close:
             return f" (unknown column {close[0]!r}: misspelt {column!r}?)"
     return ""
@@ -249,9 +256,9 @@ def not_a_file(path: Path) -> str:
 
 
 def write_manifest(csv_path: str | Path, rows: list[dict[str, object]]) -> None:
-    """Write rows (dicts with at least the required columns) as a manifest."""
-    extra = [k for k in rows[0] if k not in REQUIRED_COLUMNS]
+    """Write rows (dicts with at least the columns path, arousal, valence, split) as a manifest."""
+    extra = [k for k in rows[0] if k not in COLUMNS]
     with open(csv_path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=[*REQUIRED_COLUMNS, *extra], lineterminator="\n")
+        writer = csv.DictWriter(f, fieldnames=[*COLUMNS, *extra], lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from avemo.approaches import UNKNOWN_LABEL
 from avemo.atomic import refuse_link
 from avemo.cache import ShardStore
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, clips_sha256, hold_out
@@ -35,6 +36,7 @@ MEMORY_MODES = ("auto", "ram", "mmap")
 # z-score is clamped to ±Z_LIMIT, so a new value there gives a large but finite input, never inf.
 STD_FLOOR = 1e-3
 Z_LIMIT = 1e4
+UNKNOWN_INDEX = -1  # the class index of a label not known (UNKNOWN_LABEL in the cache: valence of some corpora)
 
 
 @dataclass
@@ -43,7 +45,8 @@ class FeatureSet:
     audio: torch.Tensor  # fp16 [seconds, d]
     offsets: torch.Tensor  # int64 [clips]: row of each clip's first second
     lengths: torch.Tensor  # int64 [clips]: its number of seconds
-    labels: torch.Tensor  # int64 [clips], arousal class index 0 calm, 1 neutral, 2 active
+    labels: torch.Tensor  # int64 [clips], class index of the target trained: arousal 0 calm, 1 neutral, 2 active
+    valence: torch.Tensor  # int64 [clips], valence class index 0 negative, 1 neutral, 2 positive; UNKNOWN_INDEX
     clip_ids: np.ndarray  # str [clips]
     split: np.ndarray  # str [clips]
     has_audio: torch.Tensor  # bool [clips]
@@ -54,6 +57,14 @@ class FeatureSet:
     def subset(self, split: str) -> torch.Tensor:
         """Clip numbers of one split."""
         return torch.from_numpy(np.flatnonzero(self.split == split))
+
+    def for_target(self, target: str) -> FeatureSet:
+        """The same features (shared, not copied) with `labels` of `target`: arousal (as loaded) or valence."""
+        return self if target == "arousal" else replace(self, labels=self.valence)
+
+    def known(self, clips: torch.Tensor) -> torch.Tensor:
+        """The clips of `clips` whose label (of this set's target) is known."""
+        return clips[self.labels[clips] != UNKNOWN_INDEX]
 
     def rows(self, clips: torch.Tensor) -> torch.Tensor:
         """Feature rows of `clips`, packed: clip by clip, second by second."""
@@ -109,6 +120,7 @@ def load_features(cache: str | Path, memory: str = "auto", mmap_dir: str | Path 
         offsets=torch.from_numpy(index["offset"].astype(np.int64)),
         lengths=torch.from_numpy(index["n_seconds"].astype(np.int64)),
         labels=torch.tensor([to_index(a) for a in index["arousal"]], dtype=torch.int64),
+        valence=torch.tensor([_class_index(v) for v in index["valence"]], dtype=torch.int64),
         clip_ids=index["clip_id"],
         split=index["split"],
         has_audio=torch.from_numpy(index["has_audio"].astype(bool)),
@@ -116,6 +128,11 @@ def load_features(cache: str | Path, memory: str = "auto", mmap_dir: str | Path 
         settings=store.settings,
         identity=features_identity(store),
     )
+
+
+def _class_index(label: int) -> int:
+    """A stored label as a class index; UNKNOWN_INDEX for UNKNOWN_LABEL."""
+    return UNKNOWN_INDEX if int(label) == UNKNOWN_LABEL else to_index(label)
 
 
 def features_identity(store: ShardStore) -> str:

@@ -21,7 +21,9 @@ CHOICES = {
     "class_weights": ("none", "balanced"),
     "select": ("loss", "accuracy", "last"),
     "feature_norm": ("zscore", "none"),
+    "target": ("arousal", "valence"),
 }
+TARGETS = CHOICES["target"]  # what one model predicts; `avemo train --target both` trains a model for each
 
 
 def option(text: str, **spec) -> dict:
@@ -109,6 +111,9 @@ class TrainSettings:
         ),
     )
     device: str = field(default_factory=default_device, metadata=option("cpu, cuda, cuda:1 … (default: cuda when present)."))
+    # the labels a model learns: arousal (the paper's task) or valence (RUN/valence/); the CLI's --target also
+    # takes "both" (a model for each), so this field has no generated option; older settings.json: arousal
+    target: str = field(default="arousal", metadata={"choices": TARGETS})
 
     def __post_init__(self) -> None:
         if self.validation is not None and not 0 <= self.validation < 1:

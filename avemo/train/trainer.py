@@ -5,7 +5,12 @@ RUN/<approach>/       settings.json, log.csv (per epoch: train loss, validation 
                       model.pt (the selected epoch), last.pt (the latest epoch, to resume from),
                       predictions.csv (every clip, with its split, true class and class probabilities)
 RUN/late/{visual,audio}/  late fusion's two per-second MLP classifiers (paper eq. 14), laid out as above
+RUN/valence/          the valence models (`--target valence|both`), laid out as RUN/ (no joint pass)
 (the layout's owner: avemo.runfolder)
+
+Valence models train on the same fc7 features (the cache's AlexNets were fine-tuned on arousal, the paper's
+task) with the same validation clips; clips whose valence is unknown are left out of fitting, validation and
+the z-score statistics, and are still predicted (an empty valence in predictions.csv).
 
 One approach that cannot be trained (e.g. an audio model without train clips that have sound) does not stop
 the others: they finish, and the failures are reported at the end (an error, so the exit status is not 0).
@@ -29,7 +34,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -39,7 +44,7 @@ import torch
 from avemo import distributed, runfolder
 from avemo.approaches import APPROACHES, N_CLASSES
 from avemo.atomic import ensure_dir, load_torch, write_json
-from avemo.datasets.labels import AROUSAL_NAMES
+from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES
 from avemo.errors import AvemoError
 from avemo.train import engine
 from avemo.train.data import FeatureSet, Standardiser, Validation, load_features, validation_clips
@@ -58,56 +63,69 @@ def train(
     seeds: list[int] | None = None,
     lstm_sizes: list[int] | None = None,
     memory: str = "auto",
+    targets: list[str] | None = None,
 ) -> Path:
-    """Train each approach (late fusion reuses or trains the visual and audio models), for every seed and
-    LSTM size asked for; approaches already finished in RUN are reused, an interrupted one resumes.
+    """Train each approach (late fusion reuses or trains the visual and audio models), for every target, seed
+    and LSTM size asked for; approaches already finished in RUN are reused, an interrupted one resumes.
 
     Layout (what `avemo evaluate` reads): RUN/<approach>/, and in a sweep of LSTM sizes (Fig. 2)
     RUN/<approach>-lstm<N>/ for every size but the paper's 256; with several seeds, one `seed-<s>/` folder
-    per seed inside. Under torchrun every rank trains its part of each batch (DistributedDataParallel) and
-    rank 0 writes."""
+    per seed inside. `targets` (default: settings.target): arousal models there, valence models in the same
+    layout under RUN/valence/. Under torchrun every rank trains its part of each batch
+    (DistributedDataParallel) and rank 0 writes."""
     distributed.init_from_env()
     run = Path(run)
     previous = runfolder.check_cache(run, cache)  # before anything is read or written: a run holds one cache's models
     run.mkdir(parents=True, exist_ok=True)
     seeds = seeds or [settings.seed]
     lstm_sizes = lstm_sizes or [settings.head.lstm_hidden]
+    targets = list(dict.fromkeys(targets or [settings.target]))
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     mmap_dir = run / f".features-rank{distributed.rank()}"
     try:
-        return _train(cache, run, approaches, settings, seeds, lstm_sizes, memory, mmap_dir, previous)
+        sweep = Sweep(approaches, seeds, lstm_sizes, targets)
+        return _train(cache, run, sweep, settings, memory, mmap_dir, previous)
     finally:
         if mmap_dir.is_dir() and not mmap_dir.is_symlink():
             shutil.rmtree(mmap_dir, ignore_errors=True)
         torch.use_deterministic_algorithms(deterministic_before)
 
 
+@dataclass(frozen=True)
+class Sweep:
+    """What one `avemo train` trains: approaches × seeds × LSTM sizes, for each target."""
+
+    approaches: list[str]
+    seeds: list[int]
+    sizes: list[int]
+    targets: list[str]
+
+
 def _train(
-    cache: str | Path,
-    run: Path,
-    approaches: list[str],
-    settings: TrainSettings,
-    seeds: list[int],
-    lstm_sizes: list[int],
-    memory: str,
-    mmap_dir: Path,
-    previous: dict | None,
+    cache: str | Path, run: Path, sweep: Sweep, settings: TrainSettings, memory: str, mmap_dir: Path, previous: dict | None
 ) -> Path:
-    data, settings, held, fitting = _prepare(cache, settings, memory, mmap_dir)
-    norm = Standardiser.fit(data, settings.feature_norm, fitting)
-    norm.normalise_in_place(data)  # once, for every approach: the same clips give the same statistics
-    if settings.device.startswith("cuda") and 2 * data.visual.nbytes < torch.cuda.mem_get_info()[0] / 2:
-        data.to(settings.device)  # batches are then gathered on the GPU
-    with_heads = "late" in approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
-    order = [a for a in APPROACHES if a in approaches or (a in ("visual", "audio") and with_heads)]
+    data, settings, held = _prepare(cache, settings, memory, mmap_dir)
+    fittings = {target: _fitting(data, held, target, cache) for target in sweep.targets}  # refused before any training
+    with_heads = "late" in sweep.approaches and settings.late_from == "lstm"  # late fusion of the visual and audio heads
+    order = [a for a in APPROACHES if a in sweep.approaches or (a in ("visual", "audio") and with_heads)]
     if distributed.rank() == 0:
-        _write_run_info(run, cache, data, held, approaches, order, seeds, lstm_sizes, previous)
-    _announce(data, held, fitting)
-    split = Split(data, norm, fitting, held.clips)
+        _write_run_info(run, cache, data, held, sweep, order, previous)
+    failures = []
+    for target, split in _splits(data, fittings, held, settings, lambda: load_features(cache, memory, mmap_dir)):
+        _announce(split, held, target)
+        failures += _train_target(run, split, replace(settings, target=target), order, sweep)
+    distributed.barrier()
+    if failures:
+        raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
+    return run
+
+
+def _train_target(run: Path, split: Split, settings: TrainSettings, order: list[str], sweep: Sweep) -> list[str]:
+    """Train every model of the sweep for settings.target; returns the failures, one line each."""
     failures = []
     probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    for size, seed, approach, folder, out_name in _plan(order, settings, seeds, lstm_sizes):
-        name = folder + (f" seed {seed}" if len(seeds) > 1 else "")
+    for size, seed, approach, _, out_name in _plan(order, settings, sweep.seeds, sweep.sizes):
+        name = out_name.removesuffix(f"/seed-{seed}") + (f" seed {seed}" if len(sweep.seeds) > 1 else "")
         approach_settings = replace(settings, head=replace(settings.head, approach=approach, lstm_hidden=size), seed=seed)
         trained = probabilities.setdefault((size, seed), {})
         out = ensure_dir(run / out_name, under=run)
@@ -117,18 +135,15 @@ def _train(
             failures.append(f"{name}: {e}")
             print(f"{distributed.tag()}{name}: not trained: {e}")
             continue
-        _summary(name, trained[approach], data, held.clips)
-    distributed.barrier()
-    if failures:
-        raise AvemoError(f"{len(failures)} model(s) could not be trained, the others finished in {run}: " + "; ".join(failures))
-    return run
+        _summary(name, trained[approach], split)
+    return failures
 
 
 def _prepare(
     cache: str | Path, settings: TrainSettings, memory: str, mmap_dir: Path
-) -> tuple[FeatureSet, TrainSettings, Validation, torch.Tensor]:
-    """The features, the settings as resolved (device, feature width, validation split), the validation
-    split and the clips fitted (the train clips but the validation ones)."""
+) -> tuple[FeatureSet, TrainSettings, Validation]:
+    """The features, the settings as resolved (device, feature width, validation split) and the validation
+    split (fixed at extraction, or made on the arousal classes: the same clips for every target)."""
     if settings.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS needs it for deterministic matmuls
         torch.use_deterministic_algorithms(True)
@@ -137,11 +152,47 @@ def _prepare(
     settings = replace(settings, device=device, head=replace(settings.head, feature_dim=data.visual.shape[1]))
     held = validation_clips(data, settings.validation, settings.validation_seed, cache)
     settings = replace(settings, validation=held.fraction, validation_seed=held.seed)  # as resolved, in every record
-    return data, settings, held, _without(data.subset("train"), held.clips)
+    return data, settings, held
+
+
+def _fitting(data: FeatureSet, held: Validation, target: str, cache: str | Path) -> torch.Tensor:
+    """The clips a model of `target` fits: the train clips but the validation ones, whose `target` label is
+    known; refused when there are none."""
+    labelled = data.for_target(target)
+    train = labelled.known(data.subset("train"))
+    if target != "arousal" and not len(train):
+        raise AvemoError(
+            f"{cache}: no train clip has a {target} label (the manifest's {target} column is empty or missing), so no "
+            f"{target} model can be trained; give --target arousal, or run `avemo extract` again with a manifest that "
+            f"has {target} labels (only the labels change: nothing is decoded again)"
+        )
+    fitting = _without(train, held.clips)
+    if not len(fitting):
+        raise AvemoError(f"{cache}: every train clip with a {target} label is a validation clip: none is left to fit")
+    return fitting
+
+
+def _splits(
+    data: FeatureSet, fittings: dict[str, torch.Tensor], held: Validation, settings: TrainSettings, reload: Callable
+) -> Iterator[tuple[str, Split]]:
+    """Each target's Split, its features z-scored in place with the statistics of its fitting clips: once for
+    targets that fit the same clips (every clip labelled), else the features are read again (`reload`)."""
+    fitted = None  # the clips whose statistics the features hold
+    for target, fitting in fittings.items():
+        if fitted is None or not torch.equal(fitting, fitted):
+            data = data if fitted is None else reload()
+            norm = Standardiser.fit(data, settings.feature_norm, fitting)
+            norm.normalise_in_place(data)
+            if settings.device.startswith("cuda") and 2 * data.visual.nbytes < torch.cuda.mem_get_info()[0] / 2:
+                data.to(settings.device)  # batches are then gathered on the GPU
+            fitted = fitting
+        labelled = data.for_target(target)  # after the move: it shares the features
+        yield target, Split(labelled, norm, fitting, labelled.known(held.clips))
 
 
 def _plan(order: list[str], settings: TrainSettings, seeds: list[int], sizes: list[int]) -> Plan:
-    """Every model to train, in order; late fusion's MLP classifiers have no LSTM: one size is enough."""
+    """Every model of settings.target to train, in order; late fusion's MLP classifiers have no LSTM: one size
+    is enough."""
     plan = []
     for size in sizes:
         for seed in seeds:
@@ -149,52 +200,61 @@ def _plan(order: list[str], settings: TrainSettings, seeds: list[int], sizes: li
                 folder = runfolder.model_folder(approach, size, sizes)
                 if approach == "late" and settings.late_from == "mlp" and folder != approach:
                     continue
-                plan.append((size, seed, approach, folder, runfolder.model_path(approach, size, seed, sizes, seeds)))
+                path = runfolder.model_path(approach, size, seed, sizes, seeds, settings.target)
+                plan.append((size, seed, approach, folder, path))
     return plan
 
 
 def _write_run_info(
-    run: Path,
-    cache: str | Path,
-    data: FeatureSet,
-    held: Validation,
-    approaches: list[str],
-    order: list[str],
-    seeds: list[int],
-    sizes: list[int],
-    previous: dict | None,
+    run: Path, cache: str | Path, data: FeatureSet, held: Validation, sweep: Sweep, order: list[str], previous: dict | None
 ) -> None:
     """RUN/run.json: what the run holds, over every `avemo train` into it (evaluate refuses a run whose seeds
     are half written)."""
     before = previous or {}
-    train_labels = data.labels[data.subset("train")]
-    counts = {name: int((train_labels == i).sum()) for i, name in enumerate(AROUSAL_NAMES)}
-    expected = runfolder.expected_names(order, seeds, sizes)
+    expected = [n for t in sweep.targets for n in runfolder.expected_names(order, sweep.seeds, sweep.sizes, t)]
     info = {"cache": str(Path(cache).resolve()), "cache_sha256": data.identity}
-    info |= {"approaches": runfolder.union(before.get("approaches"), approaches), "seeds": seeds, "lstm_hidden": sizes}
+    info |= {"approaches": runfolder.union(before.get("approaches"), sweep.approaches), "seeds": sweep.seeds}
+    targets = runfolder.union(before.get("targets", ["arousal"] if before else []), sweep.targets)
+    info |= {"lstm_hidden": sweep.sizes, "targets": targets}
     info |= {"predictions": runfolder.union(before.get("predictions"), expected)}
-    info |= {"train_counts": counts, "validation_clips": data.clip_ids[held.clips.numpy()].tolist()}
+    info |= {"train_counts": _train_counts(data, "arousal")}
+    if "valence" in sweep.targets or "valence_train_counts" in before:
+        info["valence_train_counts"] = _train_counts(data, "valence")
+    info |= {"validation_clips": data.clip_ids[held.clips.numpy()].tolist()}
     info |= {"validation": {"fraction": held.fraction, "seed": held.seed, "split": held.line, "note": held.note}}
     runfolder.write_info(run, info)
 
 
-def _announce(data: FeatureSet, held: Validation, fitting: torch.Tensor) -> None:
+def _train_counts(data: FeatureSet, target: str) -> dict[str, int]:
+    """Train clips per class of `target` (clips whose label is unknown are in no class)."""
+    labels = data.for_target(target).labels[data.subset("train")]
+    names = AROUSAL_NAMES if target == "arousal" else VALENCE_NAMES
+    return {name: int((labels == i).sum()) for i, name in enumerate(names)}
+
+
+def _announce(split: Split, held: Validation, target: str) -> None:
+    data, fitting = split.data, split.fitting
     sounding = int(data.has_audio[data.subset("train")].sum())
     if sounding and not data.has_audio[fitting].any():  # hold_out avoids it; a safety net for foreign splits
         held = replace(held, note=f"warning: all {sounding} train clips with sound are in the validation split")
     for line in (held.line, held.note):
         if line:
             print(f"{distributed.tag()}{line}")
+    test = data.subset("test")
+    unknown = len(data.subset("train")) - len(data.known(data.subset("train")))
+    left = f" ({unknown} train clips without a {target} label left out)" if unknown else ""
     print(
-        f"{distributed.tag()}train: {len(fitting)} clips to fit, {len(held.clips)} for validation, "
-        f"{len(data.subset('test'))} test clips (never read for training or selection)"
+        f"{distributed.tag()}train{'' if target == 'arousal' else f' {target}'}: {len(fitting)} clips to fit, "
+        f"{len(split.validation)} for validation, {len(data.known(test))} test clips (never read for training or "
+        f"selection){left}"
     )
 
 
-def _summary(name: str, probs: np.ndarray, data: FeatureSet, validation: torch.Tensor) -> None:
+def _summary(name: str, probs: np.ndarray, split: Split) -> None:
+    data = split.data
     summary = [
         f"{part} accuracy {100 * _accuracy(probs, data, clips):.2f}% on {len(clips)} clips"
-        for part, clips in (("validation", validation), ("test", data.subset("test")))
+        for part, clips in (("validation", split.validation), ("test", data.known(data.subset("test"))))
         if len(clips)
     ]
     print(f"{distributed.tag()}{name}: {', '.join(summary)}")
@@ -248,7 +308,8 @@ def _write_outputs(out: Path, settings: TrainSettings, data: FeatureSet, probs: 
     """OUT/settings.json and OUT/predictions.csv (rank 0)."""
     if distributed.rank() == 0:
         write_json(out / runfolder.SETTINGS, asdict(settings))
-        runfolder.write_predictions(out / runfolder.PREDICTIONS, data.clip_ids, data.split, data.labels.tolist(), probs)
+        labels = data.labels.tolist()
+        runfolder.write_predictions(out / runfolder.PREDICTIONS, data.clip_ids, data.split, labels, probs, settings.target)
 
 
 # -- one head, on the engine ------------------------------------------------------------------------------
@@ -324,11 +385,12 @@ def _checkpoints(
     beside the selected weights (predict and the joint pass read its settings, norm and validation)."""
     record = json.loads(json.dumps(asdict(settings)))
     del record["late_from"]  # how late fusion mixes models is not a setting of any one model
+    resume = {k: v for k, v in record.items() if k != "target" or v != "arousal"}  # as last.pt before targets were
     fitting_ids = data.clip_ids[clips.numpy()].tolist()
     validation_ids = data.clip_ids[validation.numpy()].tolist()
     return engine.Checkpoints(
         folder=out,
-        record={"settings": record, "fitting": fitting_ids, "cache_sha256": data.identity},
+        record={"settings": resume, "fitting": fitting_ids, "cache_sha256": data.identity},
         best="model.pt",
         extras={"settings": record, "norm": norm.state(), "validation": validation_ids, "cache_sha256": data.identity},
     )
