@@ -28,6 +28,7 @@ BY_NAME = {a.name: a for a in TABLE}
 APPROACHES = tuple(a.name for a in TABLE if a.name != "joint")  # what `avemo train --approach` fits (Table 1)
 ROWS = tuple(a.name for a in TABLE)  # what a run folder may hold and a report shows, in this order
 TUNABLE = ("visual", "audio", "early", "modal")  # one head to tune jointly (late fusion averages two)
+ALPHA_LATE = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
 TITLES = {a.name: a.title for a in TABLE}
 PAPER_TABLE1 = {a.name: a.paper for a in TABLE if a.paper is not None}  # arousal, %
 

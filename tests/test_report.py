@@ -89,13 +89,13 @@ def test_every_output_file_is_written_and_readable(run):
     assert [(r["approach"], r["variant"], r["seed"]) for r in rows] == [
         ("visual", "", "0"), ("modal", "", "0"), ("modal", "lstm64", "0"), ("modal", "lstm64", "1"), ("majority (calm)", "", "")
     ]  # fmt: skip
-    assert rows[0]["accuracy"] == "0.600000" and rows[0]["significant_vs_majority"] == "false"
-    assert float(rows[0]["recall_active"]) == pytest.approx(1 / 3)
-    assert list(csv.DictReader(open(run / "results-valence.csv")))[0]["precision_positive"] != ""
+    assert rows[0]["accuracy_pct"] == "60.0000" and rows[0]["significant_vs_majority"] == "false"
+    assert float(rows[0]["recall_active_pct"]) == pytest.approx(100 / 3, abs=1e-4)
+    assert list(csv.DictReader(open(run / "results-valence.csv")))[0]["precision_positive_pct"] != ""
     report = (run / "report.md").read_text()
     assert "| Modal fusion | 80.00 |" in report and "Paired tests between approaches" in report
     assert "60.00 ± 14.14" not in report and "70.00 ± 14.14 (n=2 seeds)" in report
-    assert all(f"- `{name}`" in report for name in ("results.json", "results.csv", "results-valence.csv", "report.md"))
+    assert all(f"- [{name}]({name})" in report for name in ("results.json", "results.csv", "results-valence.csv", "report.md"))
     plots = [run / p for p in ("plots/confusion-arousal-visual.png", "plots/confusion-arousal-modal-lstm64-seed1.png")]
     plots.append(run / "plots/fig2-lstm-hidden-arousal.png")  # two LSTM sizes of modal fusion: 64 and 256
     for path in plots:

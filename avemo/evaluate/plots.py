@@ -1,4 +1,5 @@
-"""PNG figures of a run: one confusion matrix per prediction set, and the paper's Fig. 2 when the run holds it.
+"""PNG figures of a run: one confusion matrix and one learning curve per prediction set, and the paper's Fig. 2
+when the run holds it.
 
 matplotlib with the Agg backend (files only, no display). Each PNG is rendered in memory and written by
 avemo.atomic (whole or not at all, never through a symbolic link).
@@ -72,3 +73,46 @@ def lstm_sweep_png(path: Path, points: list[tuple[int, list[float]]], majority: 
     ax.legend(fontsize=9)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def learning_png(path: Path, curves: list, title: str) -> Path:
+    """Train (solid) and validation (dashed) loss per epoch of each curve (avemo.evaluate.training.Curve; late
+    fusion has two), the epoch its model.pt holds marked with a star and a dotted line."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.4), dpi=120)
+    notes = []
+    for curve, color in zip(curves, ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        prefix = f"{curve.label}: " if curve.label else ""
+        epochs = np.array(curve.epochs)
+        train, validation = _values(curve.train_loss), _values(curve.validation_loss)
+        if not np.isnan(train).all():
+            ax.plot(epochs, train, color=color, marker=".", label=f"{prefix}train loss")
+        if not np.isnan(validation).all():
+            ax.plot(epochs, validation, color=color, marker=".", linestyle="--", label=f"{prefix}validation loss")
+        else:
+            notes.append(f"{prefix}no validation clips (the last epoch is kept)")
+        if curve.selected is None or curve.selected not in curve.epochs:
+            notes.append(f"{prefix}selected epoch unknown (no model.pt)")
+            continue
+        i = curve.epochs.index(curve.selected)
+        y = validation[i] if not np.isnan(validation[i]) else train[i]
+        ax.axvline(curve.selected, color=color, linestyle=":", alpha=0.6)
+        ax.plot([curve.selected], [y], marker="*", markersize=15, color=color, linestyle="none",
+                label=f"{prefix}selected epoch {curve.selected} (model.pt)")  # fmt: skip
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel("Loss (cross-entropy)")
+    fig.suptitle(title, fontsize=10, fontweight="bold")
+    ax.set_title(
+        "; ".join(notes) if notes else "train: the epoch's minibatches; validation: the held-out train clips", fontsize=8
+    )
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _values(values: list) -> np.ndarray:
+    """Losses as floats, NaN where a row has none (matplotlib leaves a gap)."""
+    return np.array([np.nan if v is None else v for v in values], np.float64)

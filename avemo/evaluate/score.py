@@ -2,10 +2,12 @@
 (arousal; valence when the files hold it), as typed results that avemo.evaluate.report renders.
 
 - `Entry`: one predictions file: its metrics (avemo.evaluate.metrics.Scores), its difference to the majority
-  class, McNemar's test against the majority class and against modal fusion (same seed where there is one).
+  class, McNemar's test against the majority class and against modal fusion (same seed where there is one),
+  and the α of its model (avemo.evaluate.training: modal fusion's learned α_a, α_v; late fusion's fixed α).
 - `Group`: one approach[-variant]: the single seed's values, or mean ± sample std (ddof 1) over its seeds.
 - `Pair`: McNemar between two approaches (default variants, same seed where both have it).
-- `TaskScores`: one task: test and train class counts, the majority baseline, entries, groups, pairs.
+- `TaskScores`: one task: test and train class counts, the majority baseline, entries, groups, pairs, and
+  whether its test split is MediaEval 2015's (`is_mediaeval2015`: only then is the paper's Table 1 comparable).
 - `Evaluation`: the run: its tasks and the configurations run.json lists without predictions.
 
 `as_dict()` gives each one's part of results.json (a published format: its keys never change).
@@ -13,9 +15,10 @@
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
@@ -23,12 +26,25 @@ from avemo.approaches import TITLES, UNKNOWN_LABEL
 from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES, to_index
 from avemo.errors import AvemoError
 from avemo.evaluate.metrics import LABELS, McNemar, Scores, majority_class, mcnemar, score
+from avemo.evaluate.training import Alpha, read_alpha
 from avemo.runfolder import TASKS, Predictions, find_predictions, missing_predictions
 
 ALPHA = 0.05  # significance level of the McNemar columns
 CLASS_NAMES = {"arousal": AROUSAL_NAMES, "valence": VALENCE_NAMES}
 METRIC = "global accuracy Nc/Nt on the test split (paper eq. 13, MediaEval 2015)"
+SUMMARY_KEYS = ("test_clips", "test_counts", "majority_class", "majority_accuracy")  # arousal's, at the top of results.json
 MCNEMAR = "chi-square with continuity correction; exact binomial p-value when fewer than 25 clips differ"
+MEDIAEVAL_TEST_CLIPS = 4756  # paper, "Dataset": "the test set includes 4,756 videos" (MediaEval 2015)
+# MediaEval 2015 clip names: LIRIS-ACCEDE's and the test set's new clips (file names), or its shot ids (list files)
+MEDIAEVAL_NAME = re.compile(r"^(ACCEDE|MEDIAEVAL)\d{5}$|^SHOT_\d+$", re.IGNORECASE)
+UNITS = {  # results.json keeps fractions; report.md, the terminal and results.csv show percentages
+    "fraction (0-1)": "accuracy, ci95, balanced_accuracy, macro_f1, precision, recall, f1, majority_accuracy, "
+    "accuracy_a, accuracy_b (and each one's _std)",
+    "percentage points": "vs_majority_pts, difference_pts (and each one's _std)",
+    "probability (0-1)": "p_value, p_vs_majority, p_vs_modal; alpha (top level): the significance level",
+    "weight (no unit)": "entries[].alpha (audio, visual, start) and groups' alpha_audio, alpha_visual: the modality "
+    "weights of paper eq. 3 (modal fusion) or eq. 14 (late fusion)",
+}
 
 
 @dataclass(frozen=True)
@@ -47,6 +63,8 @@ class Entry:
     vs_modal: McNemar | None  # None for modal fusion itself, or a run without it
     modal_seed: int | None  # the seed of the modal-fusion file it was tested against
     predicted: np.ndarray = field(repr=False)  # its class per test clip, in TaskScores.test_ids order
+    folder: Path  # the model folder (of the predictions file)
+    alpha: Alpha | None = None  # its model's audio and visual weights; None: no α (or no model.pt to read it)
 
     def as_dict(self) -> dict:
         modal = None if self.vs_modal is None else {**self.vs_modal.as_dict(), "modal_seed": self.modal_seed}
@@ -61,6 +79,7 @@ class Entry:
             "vs_majority_pts": self.vs_majority_pts,
             "mcnemar_vs_majority": self.vs_majority.as_dict(),
             "mcnemar_vs_modal": modal,
+            "alpha": None if self.alpha is None else self.alpha.as_dict(),
         }
 
 
@@ -106,6 +125,10 @@ class Group:
     vs_majority_pts: Spread
     vs_majority: Significance
     vs_modal: Significance
+    alpha_audio: Spread | None = None  # over the seeds whose α is known; None: no α
+    alpha_visual: Spread | None = None
+    alpha_seeds: int = 0  # how many of its seeds have a known α
+    alpha_learned: bool | None = None  # None: no α, or learned in some seeds and fixed in others
 
     @property
     def n_seeds(self) -> int:
@@ -127,7 +150,10 @@ class Group:
         for against in ("majority", "modal"):
             tests = getattr(self, f"vs_{against}")
             out |= {f"significant_vs_{against}": tests.count, f"p_vs_{against}": tests.p_value}
-        return out
+        for key in ("alpha_audio", "alpha_visual"):
+            spread = getattr(self, key)
+            out |= {key: None if spread is None else spread.mean, f"{key}_std": None if spread is None else spread.std}
+        return out | {"alpha_seeds": self.alpha_seeds, "alpha_learned": self.alpha_learned}
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,7 @@ class TaskScores:
     entries: list[Entry]
     groups: dict[str, Group]  # by approach[-variant], in Table 1 order
     pairwise: list[Pair]
+    mediaeval2015: bool = False  # the test split is MediaEval 2015's (is_mediaeval2015): the paper's numbers apply
 
     @property
     def majority_class(self) -> str:
@@ -188,6 +215,7 @@ class TaskScores:
             "entries": [e.as_dict() for e in self.entries],
             "groups": {name: g.as_dict() for name, g in self.groups.items()},
             "pairwise": [p.as_dict() for p in self.pairwise],
+            "mediaeval2015": self.mediaeval2015,
         }
 
 
@@ -204,17 +232,18 @@ class Evaluation:
     def as_dict(self, files: dict[str, list[Path]]) -> dict:
         """results.json: everything, and the arousal summary at the top level as before (scripts read it)."""
         tasks = {task: scored.as_dict() for task, scored in self.tasks.items()}
-        arousal = tasks["arousal"]
+        arousal = tasks.get("arousal")  # None: a run of valence models only
         return {
             "run": str(self.run.resolve()),
             "metric": METRIC,
             "bootstrap": {"resamples": self.resamples, "seed": self.seed, "interval": "95% percentile, test clips resampled"},
             "mcnemar": MCNEMAR,
             "alpha": ALPHA,
+            "units": UNITS,
             "missing_predictions": self.missing,
             "tasks": tasks,
-            "approaches": arousal["groups"],
-            **{key: arousal[key] for key in ("test_clips", "test_counts", "majority_class", "majority_accuracy")},
+            "approaches": None if arousal is None else arousal["groups"],
+            **{key: None if arousal is None else arousal[key] for key in SUMMARY_KEYS},
             "files": {kind: [str(p) for p in paths] for kind, paths in files.items()},
         }
 
@@ -258,7 +287,17 @@ def score_task(task: str, files: list[Predictions], run: Path, resamples: int, s
         entries=entries,
         groups=_groups(entries),
         pairwise=_pairwise(files, predicted, true),
+        mediaeval2015=is_mediaeval2015(test_ids.tolist()),
     )
+
+
+def is_mediaeval2015(test_ids: list[str]) -> bool:
+    """Whether the scored test clips are MediaEval 2015's test set, the data of the paper's Table 1: its 4,756
+    clips, every one named as MediaEval names them (ACCEDE00000, MEDIAEVAL00000; SHOT_006144 from list files).
+    The sample corpus uses ACCEDE names too, so the count decides; a cache that lost clips is not that test set."""
+    if len(test_ids) != MEDIAEVAL_TEST_CLIPS:
+        return False
+    return all(MEDIAEVAL_NAME.match(PurePosixPath(c.replace("\\", "/")).stem) for c in test_ids)
 
 
 def _test_and_train(task: str, ref: Predictions) -> tuple[np.ndarray, np.ndarray]:
@@ -321,6 +360,8 @@ def _entry(
         vs_modal=vs_modal,
         modal_seed=modal_seed,
         predicted=predicted,
+        folder=p.path.parent,
+        alpha=read_alpha(p.path.parent, p.approach, run),
     )
 
 
@@ -347,7 +388,21 @@ def _group(members: list[Entry]) -> Group:
         vs_majority_pts=Spread.of([m.vs_majority_pts for m in members]),
         vs_majority=Significance.of([m.vs_majority for m in members]),
         vs_modal=Significance.of([m.vs_modal for m in members if m.vs_modal is not None]),
+        **_alpha_over_seeds([m.alpha for m in members if m.alpha is not None]),
     )
+
+
+def _alpha_over_seeds(alphas: list[Alpha]) -> dict:
+    """Group's α fields: mean ± std of α_a and α_v over the seeds that have one."""
+    if not alphas:
+        return {}
+    learned = {a.learned for a in alphas}
+    return {
+        "alpha_audio": Spread.of([a.audio for a in alphas]),
+        "alpha_visual": Spread.of([a.visual for a in alphas]),
+        "alpha_seeds": len(alphas),
+        "alpha_learned": learned.pop() if len(learned) == 1 else None,
+    }
 
 
 def _pairwise(files: list[Predictions], predicted: list[np.ndarray], true: np.ndarray) -> list[Pair]:

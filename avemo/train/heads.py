@@ -34,12 +34,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from avemo.approaches import ALPHA_LATE, N_CLASSES
 from avemo.approaches import APPROACHES as APPROACHES  # the table's, still importable from here
-from avemo.approaches import N_CLASSES
 from avemo.atomic import load_torch
 from avemo.errors import AvemoError
-
-ALPHA_LATE = 0.56  # paper eq. 14: p = α·p_a + (1 − α)·p_v with α = 0.56 (after Goyal et al., 2016)
 
 
 @dataclass(frozen=True)
