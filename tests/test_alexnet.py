@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from avemo.cli import main
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import Fc7, build_alexnet, weights_sha256
+from avemo.extract.alexnet import Fc7, build_alexnet, is_fp16_valued, round_to_fp16_, weights_sha256
 from avemo.extract.spectrogram import SpectrogramSettings, spectrogram_images
 
 from helpers import make_clip
@@ -71,4 +71,30 @@ def test_imagenet_weights_offline_are_one_error_naming_the_file_and_the_way_out(
     expected_file.parent.mkdir(parents=True, exist_ok=True)  # torchvision made it when it tried
     stand_in = torchvision.models.alexnet(weights=None)
     torch.save(stand_in.state_dict(), expected_file)
-    assert weights_sha256(build_alexnet("imagenet")) == weights_sha256(stand_in)
+    unrounded = weights_sha256(stand_in)
+    # ... as its values rounded to fp16 (every AlexNet avemo computes with holds fp16 values)
+    assert weights_sha256(build_alexnet("imagenet")) == weights_sha256(round_to_fp16_(stand_in)) != unrounded
+
+
+def test_every_source_of_weights_gives_fp16_values_that_fp16_storage_keeps_exactly(tmp_path):
+    """none, tiny and a PATH (imagenet: the test above): fp32 tensors of fp16 values, so a model folder's fp16
+    AlexNets are the very weights that made the features."""
+    state = torchvision.models.alexnet(weights=None).state_dict()  # fp32 values, most of them not fp16 ones
+    torch.save(state, tmp_path / "fp32.pt")
+    loaded = build_alexnet(str(tmp_path / "fp32.pt"))
+    # --weights PATH loads the given state dict rounded to fp16 values, not its exact fp32 values
+    assert torch.equal(loaded.classifier[4].weight, state["classifier.4.weight"].half().float())
+    assert not torch.equal(loaded.classifier[4].weight, state["classifier.4.weight"])
+    for model in (alexnet(), build_alexnet("tiny"), loaded):  # --weights none, tiny, PATH
+        assert is_fp16_valued(model) and all(p.dtype == torch.float32 for p in model.parameters())
+        torch.save({k: v.half() for k, v in model.state_dict().items()}, tmp_path / "half.pt")
+        assert weights_sha256(build_alexnet(str(tmp_path / "half.pt"))) == weights_sha256(model)  # fp16: lossless
+    assert not is_fp16_valued(torchvision.models.alexnet(weights=None))  # the check can fail
+
+
+def test_weights_beyond_fp16_range_are_refused(tmp_path):
+    state = build_alexnet("tiny").state_dict()
+    state["classifier.1.bias"][0] = 1e6  # fp16 has no such value: it would become inf
+    torch.save(state, tmp_path / "big.pt")
+    with pytest.raises(AvemoError, match=r"big.pt: parameter classifier.1.bias holds values beyond fp16's range"):
+        build_alexnet(str(tmp_path / "big.pt"))

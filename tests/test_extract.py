@@ -14,7 +14,7 @@ import torch
 from avemo.cache import ShardStore, cache_lock
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, round_to_fp16_, weights_sha256
 from avemo.extract.decode import DecodeSettings
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
@@ -151,9 +151,11 @@ def test_newer_schema_is_refused(tmp_path):
 
 
 def test_weights_from_a_local_state_dict(tmp_path):
-    model = build_alexnet("none", seed=3)
-    torch.save(model.state_dict(), tmp_path / "alexnet.pt")
-    assert weights_sha256(build_alexnet(str(tmp_path / "alexnet.pt"))) == weights_sha256(model)
+    """--weights PATH loads the given state dict with its values rounded to fp16 (as every AlexNet avemo uses)."""
+    state = {k: v + 1e-5 for k, v in build_alexnet("none", seed=3).state_dict().items()}  # not all fp16 values
+    torch.save(state, tmp_path / "alexnet.pt")
+    model = build_alexnet(str(tmp_path / "alexnet.pt"))
+    assert all(torch.equal(model.state_dict()[k], v.half().float()) for k, v in state.items())
     assert weights_sha256(build_alexnet("none", seed=4)) != weights_sha256(model)
     # a fine-tuned 3-way AlexNet (classifier.6 is 4096 → 3) loads as well
     model.classifier[6] = torch.nn.Linear(4096, 3)
@@ -164,7 +166,7 @@ def test_weights_from_a_local_state_dict(tmp_path):
     tiny.classifier[6] = torch.nn.Linear(TINY_WIDTH, 3)
     torch.save(tiny.state_dict(), tmp_path / "tiny.pt")
     loaded = build_alexnet(str(tmp_path / "tiny.pt"))
-    assert weights_sha256(loaded) == weights_sha256(tiny) and loaded.classifier[4].out_features == TINY_WIDTH
+    assert weights_sha256(loaded) == weights_sha256(round_to_fp16_(tiny)) and loaded.classifier[4].out_features == TINY_WIDTH
 
 
 def test_bad_weights_get_one_clear_line(tmp_path):

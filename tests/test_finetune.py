@@ -13,7 +13,8 @@ import torch
 from avemo.cache import ShardStore
 from avemo.datasets.manifest import read_manifest, write_manifest
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, weights_sha256
+from avemo.extract.alexnet import TINY_WIDTH, Fc7, build_alexnet, fc7_features, is_fp16_valued, weights_sha256
+from avemo.extract.embed import cache_embedder, feature_alexnets
 from avemo.extract.finetune import FinetuneSettings
 from avemo.extract.pipeline import ExtractSettings, extract
 
@@ -94,9 +95,13 @@ def test_tuned_models_are_3_way_alexnets_whose_fc7_are_the_features(tuned):
     assert settings["finetune"]["mode"] == "fc" and settings["finetune"]["epochs"] == 3
     assert settings["finetune_train"]["clips"] == 4 and settings["weights_sha256"] == weights_sha256(base)
     for modality, images in (("visual", "key_frames"), ("audio", "spectrograms")):
+        stored = torch.load(tuned / "models" / f"{modality}.pt", weights_only=True)
         model = build_alexnet(str(tuned / "models" / f"{modality}.pt"))
         assert model.classifier[6].out_features == 3
         assert weights_sha256(model) == settings["tuned_sha256"][modality] != weights_sha256(base)
+        # stored in fp16, and exactly so: the tuned weights were rounded to fp16 values before hashing and export
+        assert {v.dtype for v in stored.values()} == {torch.float16} and is_fp16_valued(model)
+        assert all(torch.equal(model.state_dict()[k], v.float()) for k, v in stored.items())
         # mode fc tunes fc6-fc8 only: the convolutions are the base model's
         assert torch.equal(model.features[0].weight, base.features[0].weight)
         assert not torch.equal(model.classifier[1].weight, base.classifier[1].weight)
@@ -172,3 +177,23 @@ def test_mode_all_tunes_every_layer(videos, tmp_path):
 def test_bad_mode_is_one_clear_line():
     with pytest.raises(AvemoError, match="--finetune best: must be one of fc, all, none"):
         FinetuneSettings(mode="best")
+
+
+def test_a_cache_made_before_fp16_alexnets_is_refused_in_one_line(videos, tuned, tmp_path):
+    """Features of a manifest without `alexnet_precision` came from AlexNets not rounded to fp16: new videos
+    would be embedded by other weights, so extract, predict, export and the joint pass refuse the cache."""
+    cache = tmp_path / "cache"
+    shutil.copytree(tuned, cache)
+    path = cache / "features" / "manifest.json"
+    manifest_json = json.loads(path.read_text())
+    assert manifest_json["settings"].pop("alexnet_precision") == "fp16"
+    path.write_text(json.dumps(manifest_json))
+    expected = f"{cache / 'features'}: made by an older avemo (AlexNet weights not in fp16): extract again into a new cache"
+    with pytest.raises(AvemoError) as refused:
+        extract(manifest(videos, "a.csv"), cache, TINY)
+    assert str(refused.value) == expected
+    settings = ShardStore(cache / "features", "features").settings
+    for refuse in (lambda: cache_embedder(cache), lambda: feature_alexnets(cache, settings)):
+        with pytest.raises(AvemoError) as refused:
+            refuse()
+        assert str(refused.value) == expected

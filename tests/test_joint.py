@@ -90,6 +90,10 @@ def test_the_pass_writes_a_run_folder_like_a_heads(joint):
     assert settings["layers"] == "fc" and settings["source"]["train_clips"] == 7 - len(validation)
     saved = torch.load(out / "model.pt", weights_only=True)
     assert {"model", "norm", "settings", "validation"} <= set(saved) and saved["validation"] == sorted(validation)
+    # the tuned AlexNets: rounded to fp16 values, saved in fp16 (exactly), each recorded hash that of its file
+    for modality in ("visual", "audio"):
+        assert {v.dtype for v in torch.load(out / f"{modality}.pt", weights_only=True).values()} == {torch.float16}
+        assert saved["alexnets"][modality]["sha256"] == weights_sha256(build_alexnet(str(out / f"{modality}.pt")))
     # predictions.csv: the trainer's format, every clip
     head_rows = open(joint / "run" / "modal" / "predictions.csv").read().splitlines()
     rows = open(out / "predictions.csv").read().splitlines()
@@ -357,7 +361,7 @@ def test_predict_uses_the_jointly_tuned_alexnets(joint):
     ids, written = probabilities(joint / "run" / "joint" / "predictions.csv")
     predictor = Predictor(joint / "run", "joint", batch_size=8)
     for clip in ("v/b.mp4", "v/t1.mp4"):
-        np.testing.assert_allclose(predictor.predict(joint / clip).clip, written[ids.index(clip)], atol=5e-4)
+        np.testing.assert_allclose(predictor.predict(joint / clip).clip["arousal"], written[ids.index(clip)], atol=5e-4)
 
 
 def test_evaluate_reports_the_joint_row(joint):
@@ -399,6 +403,11 @@ def test_the_models_store_writes_and_checks_what_it_holds(tmp_path):
     assert models.entry(folder, "visual", {"mode": "all"}) is None and models.entry(folder, "audio", manifest["settings"]) is None
     assert weights_sha256(models.load(folder, "visual", sha)) == sha
     assert models.load(folder, "visual", "0" * 64) is None and models.load(folder, "audio", sha) is None
+    # stored in fp16, exactly: a state dict not of fp16 values is refused rather than rounded on the way
+    assert {v.dtype for v in torch.load(folder / "visual.pt", weights_only=True).values()} == {torch.float16}
+    unrounded = {k: v + 1e-5 for k, v in net.state_dict().items()}
+    with pytest.raises(ValueError, match="not fp16 values; round the AlexNet first"):
+        models.save(folder, "visual", unrounded, sha, {"mode": "fc", "epochs": (2,)})
     models.place(folder, "audio", folder / "visual.pt", sha, {"mode": "all"})  # other settings: a new manifest
     assert set(json.loads((folder / "manifest.json").read_text())["models"]) == {"audio"}
     assert (folder / "audio.pt").stat().st_ino == (folder / "visual.pt").stat().st_ino  # a hard link, not a copy

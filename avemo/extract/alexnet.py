@@ -6,7 +6,8 @@ torchvision AlexNet's, with a 1000- or 3-way last layer; fp16 or bf16 ones are c
 one with a NaN or inf parameter is refused, naming it), `--weights none` is random initialisation from a
 seed, `--weights tiny` a random AlexNet-shaped network with few channels and a narrow fc6/fc7 (TINY_CHANNELS,
 TINY_WIDTH; same module structure, so fc7 export and fine-tuning work unchanged), for tests that only need the
-plumbing. Widths are read from the model (`fc7_width`, `pool5_width`), never assumed.
+plumbing. Widths are read from the model (`fc7_width`, `pool5_width`), never assumed. Whatever the source,
+the weights are then rounded to fp16 values (`round_to_fp16_`; `build_alexnet` says why).
 
 Inputs are the 256×256 images of the media cache, normalised with the ImageNet mean and std:
 - key frames are centre-cropped to 224×224, as in Krizhevsky et al. (the border of a film frame is framing);
@@ -41,19 +42,53 @@ CROP = 224  # AlexNet's input size
 SPECTROGRAM_INPUTS = ("resize", "crop")  # how a 256×256 spectrogram becomes 224×224 (module docstring)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+PRECISION = "fp16"  # the values every AlexNet holds (build_alexnet); recorded as the stores' `alexnet_precision`
 
 
 def build_alexnet(weights: str, seed: int = 0) -> torch.nn.Module:
-    """An AlexNet in eval mode with the requested weights (see module docstring)."""
+    """An AlexNet in eval mode with the requested weights (see module docstring), rounded to fp16 values
+    (`round_to_fp16_`): one precision everywhere. Every AlexNet whose fc7 avemo computes (extraction, its
+    fine-tuned and joint-tuned copies, `predict`, a model folder) then holds fp16-representable fp32 weights,
+    so a model folder stores them in fp16 without loss and predicts exactly as its run."""
     if weights == "imagenet":
-        return _imagenet_alexnet()
+        return round_to_fp16_(_imagenet_alexnet())
     if weights in ("none", "tiny"):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             if weights == "tiny":
-                return alexnet_shaped(TINY_CHANNELS, TINY_WIDTH).eval()
-            return torchvision.models.alexnet(weights=None).eval()
-    return _local_alexnet(weights)
+                return round_to_fp16_(alexnet_shaped(TINY_CHANNELS, TINY_WIDTH).eval())
+            return round_to_fp16_(torchvision.models.alexnet(weights=None).eval())
+    return round_to_fp16_(_local_alexnet(weights), weights)
+
+
+@torch.no_grad()
+def round_to_fp16_(module: torch.nn.Module, source: str = "AlexNet") -> torch.nn.Module:
+    """`module` with every floating parameter and buffer rounded, in place, to the nearest fp16 value (kept in
+    its dtype: fp32 tensors of fp16 values, which fp16 storage keeps exactly). Returns `module`. A finite value
+    beyond fp16's range (±65504) is refused, naming `source` and the parameter: it would become inf."""
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if tensor.is_floating_point():
+            rounded = tensor.half()
+            if not bool(torch.isfinite(rounded).all()) and bool(torch.isfinite(tensor).all()):
+                raise AvemoError(
+                    f"{source}: parameter {name} holds values beyond fp16's range (±65504), and avemo's AlexNets hold "
+                    "fp16 values; use other weights (or tune with a lower learning rate)"
+                )
+            tensor.copy_(rounded.to(tensor.dtype))
+    return module
+
+
+def check_precision(settings: dict, folder: Path) -> None:
+    """Refuse a features (or pool5) store whose AlexNets were not fp16-valued (`settings`: its manifest
+    settings; made before avemo rounded them): its features cannot be made again for new videos exactly."""
+    if settings.get("alexnet_precision") != PRECISION:
+        raise AvemoError(f"{folder}: made by an older avemo (AlexNet weights not in fp16): extract again into a new cache")
+
+
+def is_fp16_valued(module: torch.nn.Module) -> bool:
+    """Whether every floating parameter and buffer of `module` holds fp16-representable values."""
+    tensors = [*module.parameters(), *module.buffers()]
+    return all(torch.equal(t, t.half().to(t.dtype)) for t in tensors if t.is_floating_point())
 
 
 def alexnet_shaped(

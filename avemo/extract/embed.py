@@ -34,12 +34,13 @@ from avemo.extract.alexnet import (
     Fc7,
     batched,
     build_alexnet,
+    check_precision,
     fc7_width,
     pool5_width,
     spectrogram_input_of,
     weights_sha256,
 )
-from avemo.extract.decode import DecodeSettings
+from avemo.extract.decode import DecodeSettings, decodable_here, with_recorded_decoder
 from avemo.extract.spectrogram import SpectrogramSettings
 from avemo.extract.workers import EncodedClip, decode_for_cache
 
@@ -131,6 +132,7 @@ def features_settings(cache: Path) -> dict:
     features = ShardStore(cache / "features", "features").settings
     if not features:
         raise AvemoError(f"{cache / 'features'}: no feature manifest; the run's cache is gone or incomplete")
+    check_precision(features, cache / "features")
     return features
 
 
@@ -158,7 +160,7 @@ def joint_embedder(folder: Path, cache: Path, batch_size: int = 64, device: str 
 
 def decode_settings(cache: Path) -> DecodeSettings:
     """The media cache's decoding settings as a DecodeSettings."""
-    settings = ShardStore(cache / "media", "media").settings
+    settings = with_recorded_decoder(ShardStore(cache / "media", "media").settings)
     if not settings:
         raise AvemoError(f"{cache / 'media'}: no media manifest; the run's cache is gone or incomplete")
     known = {f.name for f in fields(DecodeSettings)}
@@ -170,13 +172,14 @@ def decode_settings(cache: Path) -> DecodeSettings:
         )
     values = {k: v for k, v in settings.items() if k in known}
     spectrogram = {k: v for k, v in settings["spectrogram"].items() if k in {f.name for f in fields(SpectrogramSettings)}}
-    return DecodeSettings(**{**values, "spectrogram": SpectrogramSettings(**spectrogram)})
+    return decodable_here(DecodeSettings(**{**values, "spectrogram": SpectrogramSettings(**spectrogram)}), cache / "media")
 
 
 def feature_alexnets(cache: Path, features: dict) -> tuple[dict[str, torch.nn.Module], dict[str, str]]:
     """Per modality, the AlexNet that made a cache's features (`features`: their manifest settings) and its
     parameter hash: the tuned CACHE/models/<modality>.pt, or the base AlexNet (`--finetune none`), checked
     against the hashes recorded with the features."""
+    check_precision(features, cache / "features")
     tuned = features.get("tuned_sha256")
     if not tuned and not (finetune_mode(features) == "none" and "weights" in features):
         raise AvemoError(f"{cache / 'models'}: no fine-tuned AlexNets; extract with fine-tuning (--finetune fc or all)")

@@ -19,9 +19,11 @@ Defaults (our choice, CPU-friendly): 2 epochs, lr 0.001 (Caffe's usual fine-tuni
 CPU a step has a fixed cost of about 0.3 s, reading and updating fc6's 38 M weights, so larger batches
 tune more seconds per minute; ~1000 train seconds take ~10 s per modality on 2 cores). Audio
 tuning skips clips without an audio stream: their spectrograms are blank and carry no label information.
-Tuned models are saved as plain state dicts in `CACHE/models/{visual,audio}.pt` (loadable with
-`build_alexnet(PATH)`), described by `CACHE/models/manifest.json`; a rerun with the same settings and train
-split reuses them.
+Tuning runs in fp32; the tuned weights are then rounded to fp16 values (as every AlexNet avemo computes fc7
+with, extract.alexnet) before their hash is taken and the features are exported. They are saved as plain fp16
+state dicts in `CACHE/models/{visual,audio}.pt` (exact: loadable with `build_alexnet(PATH)`, back to the same
+fp32 values), described by `CACHE/models/manifest.json`; a rerun with the same settings and train split
+reuses them.
 
 Tuning is a task of the training engine (avemo.train.engine, like the heads and the joint pass): its shuffle
 and dropout streams per (seed, epoch), its batches shared between torchrun's ranks. It has no validation (the
@@ -50,7 +52,7 @@ from avemo.cache.store import read_shard_index, writable_folder
 from avemo.datasets.groups import DEFAULT_FRACTION, HeldOut, hold_out
 from avemo.datasets.labels import to_index
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import Fc7, pool5_features, weights_sha256
+from avemo.extract.alexnet import Fc7, pool5_features, round_to_fp16_, weights_sha256
 from avemo.log import progress
 from avemo.train import engine
 
@@ -268,7 +270,8 @@ def finetune(
     exclude: frozenset[str] = frozenset(),
 ) -> tuple[torch.nn.Module, dict]:
     """A copy of `base` with a 3-way fc8, tuned on the train seconds of one modality (see module docstring),
-    the validation clips in `exclude` left out."""
+    the validation clips in `exclude` left out; tuned in fp32, then rounded to fp16 values (extract.alexnet
+    `build_alexnet`: one precision everywhere), so its hash and fc7 are those of the fp16 file saved."""
     with torch.random.fork_rng(devices=[]):  # fc8 init and dropout from the seed; the caller's RNG untouched
         torch.manual_seed(settings.seed)
         alexnet = copy.deepcopy(base)
@@ -283,7 +286,7 @@ def finetune(
             images, labels = _image_examples(media, modality, exclude, device)
             net = _Classifier(alexnet, True, spectrogram_input)
             stats = fit(net, list(alexnet.parameters()), images, labels, settings, modality, device)
-    return alexnet.cpu().eval(), stats
+    return round_to_fp16_(alexnet.cpu().eval(), f"fine-tuned {modality} AlexNet"), stats
 
 
 def _pool5_examples(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import h5py
@@ -32,8 +32,16 @@ from avemo.cache.store import WIDTH, open_new, read_shard_index, writable_folder
 from avemo.datasets.groups import HeldOut
 from avemo.datasets.manifest import Clip
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import SPECTROGRAM_INPUTS, build_alexnet, fc7_width, pool5_width, weights_sha256
-from avemo.extract.decode import DecodeSettings
+from avemo.extract.alexnet import (
+    PRECISION,
+    SPECTROGRAM_INPUTS,
+    build_alexnet,
+    check_precision,
+    fc7_width,
+    pool5_width,
+    weights_sha256,
+)
+from avemo.extract.decode import DecodeSettings, media_settings
 from avemo.extract.embed import Embedder
 from avemo.extract.finetune import (
     FinetuneSettings,
@@ -98,16 +106,19 @@ def _open_stores(cache: Path, settings: ExtractSettings, rank: int) -> tuple[dic
     """The media, pool5 (fine-tuning mode fc) and features stores of this writer, their settings checked
     against the run's; the settings every store shares (`base`); the base AlexNet."""
     media = ShardStore(cache / "media", "media", writer=rank)
-    media.check_settings(asdict(settings.decode))
+    media.check_settings(media_settings(media.settings, settings.decode, media.folder))  # one decoder per cache
     alexnet = build_alexnet(settings.weights, settings.seed)
     base = {
         "weights": settings.weights,
         "weights_sha256": weights_sha256(alexnet),
         "seed": settings.seed,
         "spectrogram_input": settings.spectrogram_input,
+        "alexnet_precision": PRECISION,  # fp16-valued AlexNets (extract.alexnet.build_alexnet)
         "media": media.settings,
     }
     features = ShardStore(cache / "features", "features", writer=rank)
+    if features.settings:  # features of unrounded AlexNets: one line, not a settings mismatch
+        check_precision(features.settings, features.folder)
     # finetune_train, validation and tuned_sha256 are known only after decoding and tuning; checked then.
     later = {k: features.settings[k] for k in ("finetune_train", "validation", "tuned_sha256") if k in features.settings}
     _check_finetune(features, settings.finetune.record())
@@ -117,6 +128,8 @@ def _open_stores(cache: Path, settings: ExtractSettings, rank: int) -> tuple[dic
     stores = {"media": media}
     if settings.finetune.mode == "fc":
         pool5 = ShardStore(cache / "pool5", "pool5", writer=rank)
+        if pool5.settings:
+            check_precision(pool5.settings, pool5.folder)
         pool5.check_settings({**base, **_width_setting(pool5, pool5_width(alexnet))})
         stores["pool5"] = pool5
     stores["features"] = features

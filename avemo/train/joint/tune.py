@@ -11,11 +11,11 @@ import numpy as np
 import torch
 
 from avemo import distributed, runfolder
-from avemo.approaches import modalities_of
 from avemo.atomic import ensure_dir, save_torch, write_json, write_text
 from avemo.cache import ShardStore, check_cache
+from avemo.cache.models import fp16_state
 from avemo.errors import AvemoError
-from avemo.extract.alexnet import fc7_width, spectrogram_input_of, weights_sha256
+from avemo.extract.alexnet import fc7_width, round_to_fp16_, spectrogram_input_of, weights_sha256
 from avemo.extract.embed import Embedder, feature_alexnets, finetune_mode
 from avemo.train.data import cache_identity
 from avemo.train.engine import Checkpoints, Loop, fit, sgd
@@ -188,14 +188,14 @@ def _tune(task: JointTask, settings: JointSettings, out: Path, record: dict, sta
 
 
 def _save_model(out: Path, model: JointModel, start: Start, settings: JointSettings, kept: int, validation: set[str]) -> dict:
-    """RUN/joint/{visual,audio}.pt and model.pt (rank 0), before predicting: a kill there loses no training.
-    Returns the AlexNets' hashes (a backbone not tuned keeps the source's)."""
-    used = modalities_of(start.head.approach)
-    tuned = {m: m in used and settings.backbone_lr > 0 and settings.epochs > 0 for m in start.alexnets}
-    hashes = {m: weights_sha256(a) if tuned[m] else start.hashes[m] for m, a in start.alexnets.items()}
+    """RUN/joint/{visual,audio}.pt (fp16) and model.pt (rank 0), before predicting: a kill there loses no
+    training. The AlexNets, tuned in fp32, are first rounded in place to fp16 values (every rank: they then
+    predict and export), as every AlexNet avemo computes with (extract.alexnet.build_alexnet); the fp16 files
+    are exact. Returns the AlexNets' hashes, of the weights saved (a backbone not tuned: its source's)."""
+    hashes = {m: weights_sha256(round_to_fp16_(alexnet, f"joint {m} AlexNet")) for m, alexnet in start.alexnets.items()}
     if distributed.rank() == 0:
         for m, alexnet in start.alexnets.items():
-            save_torch({k: v.cpu() for k, v in alexnet.state_dict().items()}, out / f"{m}.pt")
+            save_torch(fp16_state(alexnet.state_dict()), out / f"{m}.pt")
         head_state = {
             "model": {k: v.cpu() for k, v in model.head.state_dict().items()},
             "norm": start.saved.get("norm"),
