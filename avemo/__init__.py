@@ -5,13 +5,15 @@ packages that implement them), with its settings dataclasses importable from her
 
     from avemo import api, ExtractSettings, TrainSettings, HeadSettings, JointSettings
 
-They are imported when first used: `import avemo` does not import torch.
+`avemo.load_model(MODEL)` loads a model folder of `avemo export` (`.predict(path)`). They are imported when
+first used: `import avemo` does not import torch.
 """
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "api": "avemo.api",
+    "load_model": "avemo.api",
     "ExtractSettings": "avemo.extract.pipeline",
     "DecodeSettings": "avemo.extract.decode",
     "FinetuneSettings": "avemo.extract.finetune",

@@ -1,4 +1,4 @@
-"""The `avemo` command: sample | datasets | extract | train | evaluate | predict | bench."""
+"""The `avemo` command: sample | datasets | extract | train | evaluate | predict | export | bench."""
 
 from __future__ import annotations
 
@@ -229,7 +229,7 @@ def _settings_options(cls, prefix: str = ""):
     "--config",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),
     help="A settings.json of `avemo train` (RUN/<approach>/settings.json): train with its settings (and its approach, "
-    "seed and LSTM size; the device is this machine's); the options given here override them.",
+    "seed, LSTM size and target; the device is this machine's); the options given here override them.",
 )
 @click.option(
     "--cache",
@@ -245,6 +245,12 @@ def _settings_options(cls, prefix: str = ""):
     help="Run directory to write (under torchrun write --run-dir: torchrun takes --run for its --run-path).",
 )
 @click.option("--approach", default="modal", show_default=True, type=click.Choice([*APPROACHES, "all"]))
+@click.option(
+    "--target",
+    type=click.Choice(["arousal", "valence", "both"]),
+    help="What the models predict: arousal (the paper's task), valence (into RUN/valence/), or both (a model for "
+    "each) [default: arousal, or the --config file's].",
+)
 @click.option(
     "--lstm-hidden",
     default="256",
@@ -298,6 +304,7 @@ def train(
     cache: Path | None,
     run_dir: Path,
     approach: str,
+    target: str | None,
     lstm_hidden: str,
     seeds: int,
     memory: str,
@@ -309,8 +316,8 @@ def train(
 ) -> None:
     """Train the paper's heads on the cache's train split; write predictions into RUN (an interrupted run
     resumes when started again with the same command). With --joint, then run the joint end-to-end pass
-    from RUN's trained head (training that head first if RUN has none) into RUN/joint. What it prints is
-    also appended to RUN/log.txt."""
+    from RUN's trained arousal head (training that head first if RUN has none) into RUN/joint. What it prints
+    is also appended to RUN/log.txt."""
     given = set(ctx.params) if config is None else _given(ctx)
     sizes = _lstm_sizes(lstm_hidden) if "lstm_hidden" in given else None
     if export_features and not joint:
@@ -318,7 +325,7 @@ def train(
     base = _config(config) if config else None
     if cache is None:
         cache = _recorded_cache(config)
-    settings = _train_settings(base, options, given)
+    settings = _train_settings(base, options | {"target": target}, given)
     if "approach" not in given:
         approach = settings.head.approach
     tuning = None
@@ -339,6 +346,7 @@ def train(
         joint_from=joint_from,
         joint_seed=joint_seed,
         export=export_features,
+        targets=target or settings.target,
     )
 
 
@@ -387,6 +395,8 @@ def _train_settings(base: TrainSettings | None, options: dict, given: set[str]) 
     from avemo.train.heads import HeadSettings
 
     values = {f.name: options[f.name] for f in _option_fields(TrainSettings) if f.name in given}
+    if options.get("target") in ("arousal", "valence"):  # --target both: api.train trains a model of each
+        values["target"] = options["target"]
     if values.get("device") is None:
         values["device"] = default_device()
     head = base.head if base else HeadSettings()
@@ -406,29 +416,54 @@ def _train_settings(base: TrainSettings | None, options: dict, given: set[str]) 
 @click.option("--no-plots", is_flag=True, help="Skip the PNG figures.")
 def evaluate(run_dir: Path, bootstrap: int, seed: int, no_plots: bool) -> None:
     """Score the run's test predictions next to the majority-class baseline (accuracy with 95% CI, balanced
-    accuracy, macro-F1, per-class precision/recall, McNemar tests); write results.json, results.csv,
-    report.md, plots/*.png and mediaeval/*.txt run files into RUN, and print the table."""
+    accuracy, macro-F1, per-class precision/recall, McNemar tests, the modality weights α) for arousal and, when
+    trained, valence; write results.json, results.csv, report.md, plots/*.png (confusion matrices, learning
+    curves) and mediaeval/*.txt run files into RUN, and print the tables."""
     from avemo import api
 
     api.evaluate(run_dir, resamples=bootstrap, seed=seed, plots=not no_plots)
 
 
 @main.command()
-@click.option(
-    "--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`."
-)
+@click.option("--run", "run_dir", type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`.")
+@click.option("--model", type=click.Path(file_okay=False, path_type=Path), help="Model folder of `avemo export`.")
 @click.argument("videos", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option(
     "--approach",
-    default="modal",
-    show_default=True,
-    help="Head to use: a folder of RUN (visual, audio, early, modal, joint, ...); late = visual and audio heads, α = 0.56.",
+    default=None,
+    help="With --run: the head (visual, audio, early, modal [default], late, joint, or a folder such as modal-lstm64); "
+    "late = visual and audio heads, α = 0.56.",
 )
+@click.option("--seed", type=int, help="With --run: the seed of a run trained with several seeds.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="With --run: its cache, where it moved.")
 @click.option("--format", "fmt", default="json", show_default=True, type=click.Choice(["json", "csv"]))
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
+@click.option("--plot", type=click.Path(file_okay=False, path_type=Path), help="Write a timeline PNG per video into this folder.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
-def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, output: Path | None, batch_size: int) -> None:
-    """Arousal probabilities per second and per clip for new VIDEOs, with the run's AlexNets and head.
+def predict(
+    run_dir: Path | None,
+    model: Path | None,
+    videos: tuple[Path, ...],
+    approach: str | None,
+    seed: int | None,
+    cache: Path | None,
+    fmt: str,
+    output: Path | None,
+    plot: Path | None,
+    batch_size: int,
+) -> None:
+    """Class probabilities per second and per clip for new VIDEOs (files, folders of videos, .txt/.list files
+    of paths), for every target the model was trained for (arousal; valence too when trained), with a run's
+    AlexNets and head (--run) or a model folder (--model).
+
+    \b
+    JSON (default): {"run" or "model", "approach", "targets": {target: class names}, "videos": [{"path",
+    "seconds", "has_audio", "clip", "per_second": [{"second", "start", "end", TARGET: {"label" (-1/0/1),
+    "class", "probabilities"}}], "plot"}], "failed": [{"path", "reason"}]}.
+    CSV: one row per second and one per clip (second = clip): path,second,start,end, then per target
+    TARGET,TARGET_class and its probabilities (arousal: p_calm,p_neutral,p_active; valence:
+    p_valence_negative,p_valence_neutral,p_valence_positive).
+    Second t covers [t, t+1) s from the first frame's presentation time.
 
     A file that cannot be used gets one `Error:` line on stderr; the others still come out, and the exit
     status is 1 if any failed."""
@@ -436,14 +471,21 @@ def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, ou
     from avemo.atomic import check_writable, write_text
     from avemo.predict import to_csv, to_json
 
+    if (run_dir is None) == (model is None):
+        raise AvemoError("name the model: --run RUN (a run of `avemo train`) or --model MODEL (of `avemo export`), one of them")
+    if model is not None and not (model / "model.json").is_file():
+        raise AvemoError(f"{model / 'model.json'}: not found; is {model} a model folder of `avemo export`? (a run folder: --run)")
     if output is not None:
         check_writable(output)  # before any decoding: all the work would be lost at the end
     result = api.predict(
-        run_dir,
+        run_dir or model,
         list(videos),
         approach,
         batch_size,
         on_error=lambda path, reason: click.echo(f"Error: {path}: {reason}", err=True),
+        seed=seed,
+        cache=cache,
+        plot=plot,
     )
     text = to_json(result) if fmt == "json" else to_csv(result)
     if output is None:
@@ -451,8 +493,30 @@ def predict(run_dir: Path, videos: tuple[Path, ...], approach: str, fmt: str, ou
     else:
         write_text(output, text)
         click.echo(f"predict: {len(result.videos)} videos → {output}", err=True)
+    if plot is not None:
+        click.echo(f"predict: {len(result.videos)} timelines → {plot}", err=True)
     if result.failed:
         raise click.exceptions.Exit(1)
+
+
+@main.command()
+@click.option(
+    "--run", "run_dir", required=True, type=click.Path(file_okay=False, path_type=Path), help="Run directory of `avemo train`."
+)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="The model folder to write.")
+@click.option("--approach", default="modal", show_default=True, help="The head to export (as `avemo predict --approach`).")
+@click.option("--seed", type=int, help="The seed of a run trained with several seeds.")
+@click.option("--cache", type=click.Path(file_okay=False, path_type=Path), help="The run's cache, where it moved.")
+def export(run_dir: Path, out: Path, approach: str, seed: int | None, cache: Path | None) -> None:
+    """Write a model folder: everything `avemo predict --model` needs and nothing else (the head, the tuned
+    AlexNets in fp16, exactly the run's, decoding and feature settings, z-score statistics, class names) and a
+    model card (README.md). It predicts as the run does, on another machine without the run or its cache
+    (docs/model-format.md)."""
+    from avemo import api
+
+    folder = api.export(run_dir, out, approach, seed=seed, cache=cache)
+    size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+    click.echo(f"export: {approach} model of {run_dir} → {folder} ({size / 1e6:.1f} MB)")
 
 
 @main.group()
