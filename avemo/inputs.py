@@ -25,7 +25,8 @@ import os
 import re
 from pathlib import Path
 
-from avemo.datasets.textfile import clip_name, label, read_text
+from avemo.datasets.listfile import is_label
+from avemo.datasets.textfile import clip_name, read_text
 from avemo.errors import AvemoError
 
 VIDEO_SUFFIXES = frozenset(f".{s}" for s in ("mp4", "mkv", "avi", "mov", "webm", "m4v", "mpg", "mpeg", "ts", "flv", "wmv", "ogv"))
@@ -124,20 +125,12 @@ def _entry(line: str, base: Path) -> Path | None:
     if not text:
         return None
     fields = text.split()
-    if len(fields) == 3 and _is_label(fields[1]) and _is_label(fields[2]):  # MediaEval: ID VALENCE AROUSAL
+    if len(fields) == 3 and is_label(fields[1]) and is_label(fields[2]):  # MediaEval: ID VALENCE AROUSAL
         text = fields[0]
     path = base / Path(text).expanduser()
     if not path.exists() and not path.suffix:  # ACCEDE00001 → ACCEDE00001.mp4, as the dataset readers do
         path = path.with_name(clip_name(path.name))
     return path
-
-
-def _is_label(value: str) -> bool:
-    try:
-        label(value, "", "")
-    except AvemoError:
-        return False
-    return True
 
 
 def _key(path: Path) -> Path:

@@ -55,7 +55,7 @@ def read_list(path: Path) -> list[tuple[str, str, int, int, str]]:
         if CONTROL.search(fields[0]):
             raise AvemoError(f"{where}: id {shown(fields[0])} holds a control character")
         check_length(f"{fields[0]}.mp4", where, "id")  # an id names a file (<id>.mp4)
-        if not out and not any(_is_label(f) for f in fields[1:]):
+        if not out and not any(is_label(f) for f in fields[1:]):
             raise AvemoError(f"{where}: {shown(' '.join(fields))} is not 'id valence arousal' (a header? list files have none)")
         key = shot_id(fields[0])
         if key in seen:
@@ -67,7 +67,8 @@ def read_list(path: Path) -> list[tuple[str, str, int, int, str]]:
     return out
 
 
-def _is_label(value: str) -> bool:
+def is_label(value: str) -> bool:
+    """Whether a list-file field is a class label (-1, 0, 1)."""
     try:
         label(value, "", "")
     except AvemoError:
