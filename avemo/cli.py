@@ -575,7 +575,8 @@ def bench_table_command(clips: int, seeds: int, epochs: int, device: str | None,
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Decoding processes (0: one per CPU).")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(min=1))
 @click.option("--image-codec", default="jpeg", show_default=True, type=click.Choice(["jpeg", "png", "raw"]))
-def bench_extract(clips: int, manifest: Path | None, workers: int, batch_size: int, image_codec: str) -> None:
+@click.option("--device", default=None, help="AlexNet's device: cpu, cuda … (default: cuda when present).")
+def bench_extract(clips: int, manifest: Path | None, workers: int, batch_size: int, image_codec: str, device: str | None) -> None:
     """Time decode only (a), AlexNet forward only (b) and the full extraction (c); print `ratio: (c)/((a)+(b))`."""
     import tempfile
 
@@ -587,6 +588,7 @@ def bench_extract(clips: int, manifest: Path | None, workers: int, batch_size: i
     # the time does not depend on the weights: a random AlexNet, so the bench needs no download
     decode = DecodeSettings(image_codec=image_codec)
     settings = ExtractSettings(decode=decode, weights="none", workers=workers, batch_size=batch_size)
+    settings = settings if device is None else replace(settings, device=device)
     with tempfile.TemporaryDirectory() as tmp:
         if manifest is None:
             from avemo.datasets.sample import write_sample

@@ -81,7 +81,7 @@ CORPUS=$(mktemp -d)
 step sample "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' sample "$CORPUS/sample" --clips "$EXTRACT_CLIPS"
 step extract-finetune "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' extract \
     --manifest "$CORPUS/sample/clips.csv" --cache "$CORPUS/cache" --weights none
-step bench-extract "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench extract --manifest "$CORPUS/sample/clips.csv"
+step bench-extract "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench extract --manifest "$CORPUS/sample/clips.csv" --device "$DEVICE"
 cp "$CORPUS/cache/log.txt" "$OUT/extract-log.txt" 2>/dev/null
 
 kill "$monitor" 2>/dev/null
