@@ -242,7 +242,9 @@ def fit(
     for p in net.parameters():  # DDP needs every parameter it sees to take part
         p.requires_grad_(id(p) in tuned)
     optimizer = engine.sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
-    loop = engine.Loop(epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed, label=f"fine-tune {desc}")
+    loop = engine.Loop(
+        epochs=settings.epochs, batch_size=settings.batch_size, seed=settings.seed, label=f"fine-tune {desc}", keep_grads=True
+    )
     started = time.perf_counter()
     try:
         log = engine.fit(_Tuning(net, inputs, labels, device), optimizer, loop).log

@@ -77,6 +77,9 @@ class Loop:
     say_epochs: bool = False  # print one line per epoch
     label: str = "train"  # progress bar and messages
     on_mismatch: str = "refuse"  # a last.pt with another record: refuse, or restart from scratch
+    # Zero the gradient buffers in place (an AlexNet's fc6 alone is 150 MB: not reallocated every step) instead
+    # of dropping them (a head's: freeing saves the fill and the accumulation, 6% of a CPU epoch; same values).
+    keep_grads: bool = False
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -156,7 +159,7 @@ def train_epoch(net: nn.Module, task: Task, optimizer: torch.optim.Optimizer, lo
     net.train()
     for batch in order.split(loop.batch_size):
         mine = batch[rank::world]
-        optimizer.zero_grad(set_to_none=False)  # reuse the gradient buffers (fc6 alone is 150 MB)
+        optimizer.zero_grad(set_to_none=not loop.keep_grads)
         if len(mine):
             losses, correct = _losses(task, net, mine)
             loss = losses.sum() * (world / len(batch))

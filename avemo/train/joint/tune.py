@@ -175,6 +175,7 @@ def _tune(task: JointTask, settings: JointSettings, out: Path, record: dict, sta
         say_epochs=True,
         label="joint",
         on_mismatch="restart",
+        keep_grads=True,  # the AlexNets' gradient buffers
     )
     checkpoints = Checkpoints(folder=out, record=record, best="best.pt", remedy=f"delete {out} and run the joint pass again")
     progress = fit(task, sgd(groups, lr=settings.lr, momentum=settings.momentum), loop, checkpoints)
