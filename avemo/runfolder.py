@@ -165,6 +165,17 @@ def check_cache(run: Path, cache: str | Path) -> dict | None:
     )
 
 
+def add_predictions(run: Path, names: list[str]) -> None:
+    """List more predictions files (relative to RUN) in RUN/run.json, before they are made: evaluate then
+    names one that is missing (a pass that did not finish) instead of leaving its row out unnoticed. A run
+    without run.json (heads copied by hand) lists nothing."""
+    if read_listing(run) is None:
+        return
+    info = read_info(run)
+    info["predictions"] = union(listed_predictions(run), names)
+    write_info(run, info)
+
+
 def union(before: list | None, now: list) -> list:
     """`before` (a run.json list) then what `now` adds, in order, without repeats."""
     kept = list(before) if isinstance(before, list) else []

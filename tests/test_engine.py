@@ -161,3 +161,17 @@ def test_without_checkpoints_the_last_epoch_is_kept_and_nothing_is_written(tmp_p
     progress = engine.fit(task, optimizer(task), engine.Loop(epochs=3, batch_size=16, seed=0))
     assert progress.best_epoch == 3 and same_weights(task.model.state_dict(), task.states[-1])
     assert 0 <= progress.log[-1]["train_accuracy"] <= 1 and not list(tmp_path.iterdir())
+
+
+def test_selected_by_epoch_the_best_file_is_written_once_with_the_last_epoch(tmp_path):
+    """select last: every epoch is the best so far, so only the last epoch's state is written (a joint pass's
+    is 0.45 GB); a kill before the end leaves none, and the resumed run writes it."""
+    task = Linear(crash_at_batch=12)  # 40 examples, batch 8: 5 batches an epoch; dies in epoch 3
+    loop = engine.Loop(epochs=4, batch_size=8, seed=3, select="last")
+    with pytest.raises(Interrupted):
+        engine.fit(task, optimizer(task), loop, checkpoints(tmp_path))
+    assert (tmp_path / "last.pt").is_file() and not (tmp_path / "best.pt").exists()
+    resumed = Linear()
+    engine.fit(resumed, optimizer(resumed), loop, checkpoints(tmp_path))
+    saved = torch.load(tmp_path / "best.pt")
+    assert saved["epoch"] == 4 and same_weights(saved["model"], resumed.model.state_dict())

@@ -101,6 +101,8 @@ def test_the_pass_writes_a_run_folder_like_a_heads(joint):
     assert [r.split(",")[:3] for r in rows] == [r.split(",")[:3] for r in head_rows]
     _, p = probabilities(out / "predictions.csv")
     np.testing.assert_allclose(p.sum(1), 1, atol=1e-5)
+    # run.json lists it (from the start of the pass: evaluate names it missing when the pass did not finish)
+    assert "joint/predictions.csv" in json.loads((joint / "run" / "run.json").read_text())["predictions"]
 
 
 def test_fc_mode_tunes_fc6_fc7_and_the_head_never_the_convolutions(joint):

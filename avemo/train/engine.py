@@ -188,6 +188,11 @@ def _losses(task: Task, net: nn.Module, mine: torch.Tensor) -> tuple[torch.Tenso
     return losses, correct
 
 
+def _by_epoch(loop: Loop, row: dict) -> bool:
+    """Whether `_score` ranks this row by its epoch (the latest is the best)."""
+    return loop.select == "last" or row.get(f"validation_{loop.select}", "") == ""
+
+
 def _score(loop: Loop, row: dict) -> float:
     """Higher is better: minus the validation loss, the validation accuracy, or the epoch (select last, or
     no validation)."""
@@ -206,7 +211,10 @@ def _consider(task: Task, loop: Loop, checkpoints: Checkpoints | None, progress:
     score = _score(loop, row)
     if progress.best is None or score > progress.best:
         progress.best, progress.best_epoch, progress.stale = score, row["epoch"], 0
-        if checkpoints and distributed.rank() == 0:
+        # Selected by epoch (select last, or no validation), every epoch is the best so far: only the last one's
+        # state is written (a joint pass's is 0.45 GB; last.pt holds the others' to resume).
+        kept = not _by_epoch(loop, row) or row["epoch"] == loop.epochs
+        if checkpoints and kept and distributed.rank() == 0:
             best = {"model": task.state(), "epoch": row["epoch"]} | checkpoints.extras
             save_torch(best, checkpoints.folder / checkpoints.best)
     else:

@@ -72,6 +72,8 @@ def joint_train(
     objective = _objective(start, train_ids, device)
     task = JointTask(model, inputs, start.clips.by_id(train_ids), start.clips.by_id(validation_ids), objective)
     out = run / "joint"
+    if distributed.rank() == 0:
+        runfolder.add_predictions(run, [f"{runfolder.JOINT}/{runfolder.PREDICTIONS}"])
     kept = _tune(task, settings, out, record, start)
     hashes = _save_model(out, model, start, settings, kept, validation_ids)
     exported = export_settings(start.features, record, hashes)
