@@ -74,6 +74,7 @@ def train(
     joint_seed: int | None = None,
     export: str | Path | None = None,
     targets: str | list[str] | None = None,
+    stacked: bool = False,
 ) -> Path:
     """Train the approaches (a name, "all", or a list) on the cache's train split into RUN, for every seed
     (default: settings.seed), LSTM size (default: settings.head.lstm_hidden) and target ("arousal", "valence",
@@ -81,6 +82,7 @@ def train(
     an interrupted run resumes. With `joint`, then tune the arousal head of RUN/<joint_from> and the cache's
     AlexNets end to end into RUN/joint (docs/joint.md): a head already trained there is tuned as it is, else
     it is trained first, with the approaches; `export` then writes the tuned AlexNets' features as a new cache.
+    `stacked`: the heads are trained all at once (fast on a GPU; docs/training.md), into the same files.
     Returns RUN."""
     from avemo.approaches import APPROACHES
     from avemo.runfolder import has_head
@@ -94,7 +96,7 @@ def train(
     seeds = list(seeds or [settings.seed])
     run = Path(run)
     record = {"cache": _where(cache), "run": _where(run), "approaches": approaches, "seeds": seeds, "lstm_sizes": lstm_sizes}
-    record |= {"memory": memory, **asdict(settings), "targets": targets}
+    record |= {"memory": memory, **asdict(settings), "targets": targets} | ({"stacked": True} if stacked else {})
     if joint is not None:
         record |= {"joint": {"from": joint_from, "seed": joint_seed, "export": export, **asdict(joint)}}
     with logged(run, "train", record), _exported(export, record):
@@ -106,7 +108,8 @@ def train(
         if targets:
             from avemo.train.trainer import train as run_train
 
-            run_train(cache, run, approaches, settings, seeds=seeds, lstm_sizes=lstm_sizes, memory=memory, targets=targets)
+            options = {"seeds": seeds, "lstm_sizes": lstm_sizes, "memory": memory, "targets": targets, "stacked": stacked}
+            run_train(cache, run, approaches, settings, **options)
         if joint is not None:
             from avemo.train.joint import joint_train
 

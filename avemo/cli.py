@@ -258,6 +258,11 @@ def _settings_options(cls, prefix: str = ""):
     help="LSTM units (paper: 256); a comma list such as 64,128,256,512 runs the paper's Fig. 2 sweep.",
 )
 @click.option("--seeds", default=1, show_default=True, type=click.IntRange(min=1), help="Repeat with seeds SEED … SEED+N-1.")
+@click.option(
+    "--stacked",
+    is_flag=True,
+    help="Train all the models asked for at once (batched: much faster on a GPU, not on a CPU); the same run files.",
+)
 @_settings_options(TrainSettings)
 @click.option(
     "--alpha",
@@ -307,6 +312,7 @@ def train(
     target: str | None,
     lstm_hidden: str,
     seeds: int,
+    stacked: bool,
     memory: str,
     joint: bool,
     joint_from: str,
@@ -347,6 +353,7 @@ def train(
         joint_seed=joint_seed,
         export=export_features,
         targets=target or settings.target,
+        stacked=stacked,
     )
 
 

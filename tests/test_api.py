@@ -21,7 +21,7 @@ def calls(monkeypatch):
     """The trainer and the joint pass replaced by recorders (the policy is what is tested here)."""
     made = []
 
-    def fake_train(cache, run, approaches, settings, seeds, lstm_sizes, memory, targets=None):
+    def fake_train(cache, run, approaches, settings, seeds, lstm_sizes, memory, targets=None, stacked=False):
         made.append(("train", approaches, settings, seeds, lstm_sizes, memory))
         run.mkdir(parents=True, exist_ok=True)
         print("train: fitted")

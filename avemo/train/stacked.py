@@ -15,7 +15,9 @@ What stays as in `trainer.fit` + `engine.fit`, model by model:
 - SGD with momentum and weight decay, applied per model (elementwise, so stacking does not mix models);
 - validation loss and accuracy after every epoch, selection (loss, accuracy or last, values rounded as the
   engine logs them), patience; each model's selected state is kept in memory, then every clip is predicted.
-Not supported: gradient clipping (its norm is per model), torchrun, checkpoints (nothing is resumed).
+Not supported: gradient clipping (its norm is per model), torchrun, checkpoints during training (nothing
+is resumed mid-way; `avemo train --stacked`, avemo.train.stacked_run, writes each model's files after the
+last epoch: `StackedRun.states` gives its selected and last state and its momentum).
 
 Equality: with dropout 0 the logs and probabilities equal one-by-one training up to float rounding (matmuls
 grouped differently): tests/test_stacked.py checks 1e-4 over 2 to 6 epochs; they agreed to 1e-6, the 6
@@ -81,8 +83,11 @@ class Stack:
     over the models that have it (`owners`: their model numbers, in model order). Weight matrices are stored
     transposed, [M, in, out], so that their gradients come out in the parameters' layout (no copy per step)."""
 
-    def __init__(self, kinds: list[Kind], seeds: list[int], head: HeadSettings, device: str):
-        self.models = [(kind, seed) for kind in kinds for seed in seeds]
+    def __init__(
+        self, kinds: list[Kind], seeds: list[int], head: HeadSettings, device: str, models: list[tuple[Kind, int]] | None = None
+    ):
+        # `models`: some (kind, seed) pairs instead of kinds × seeds, in the order of KINDS
+        self.models = [(kind, seed) for kind in kinds for seed in seeds] if models is None else models
         self.head = head
         pieces: dict[str, list[torch.Tensor]] = {}
         owners: dict[str, list[int]] = {}
@@ -110,9 +115,11 @@ class Stack:
         start = kinds.index(kind)
         return slice(start, start + kinds.count(kind))
 
-    def head_state(self, m: int) -> dict[str, torch.Tensor]:
-        """Model m's state dict, loadable into its EmotionHead."""
-        state = {name: self.params[key][row].detach().cpu() for name, (key, row) in self.local[m].items()}
+    def head_state(self, m: int, params: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
+        """Model m's state dict, loadable into its EmotionHead, from the stacked `params` (default: the current
+        ones; a dict of some keys, such as momentum buffers, gives those entries)."""
+        params = self.params if params is None else params
+        state = {name: params[key][row].detach().cpu() for name, (key, row) in self.local[m].items() if key in params}
         return {name: (value.T if value.dim() == 2 else value).contiguous() for name, value in state.items()}
 
     def snapshot(self) -> dict[str, torch.Tensor]:
@@ -299,6 +306,11 @@ class StackedSGD:
         params = [stack.params[k] for k in self.keys]
         self.optimizer = engine.sgd(params, lr=settings.lr, momentum=settings.momentum, weight_decay=settings.weight_decay)
 
+    def momenta(self) -> dict[str, torch.Tensor]:
+        """The momentum buffers, by stacked name (for last.pt: `Stack.head_state(m, momenta)`)."""
+        buffers = {key: self.optimizer.state.get(self.stack.params[key], {}).get("momentum_buffer") for key in self.keys}
+        return {key: value.detach().clone() for key, value in buffers.items() if value is not None}
+
     def step(self, active: torch.Tensor | None) -> None:
         """One step; `active` [M] (bool): the models that had a batch, None when all had one."""
         before = None if active is None else self._state()
@@ -348,6 +360,14 @@ class StackedRun:
     models: list[Model]
     clip_ids: np.ndarray
     has_audio: np.ndarray
+    stack: Stack | None = None  # holding the selected states
+    last: dict[str, torch.Tensor] = field(default_factory=dict)  # the stacked parameters after the last epoch
+    momenta: dict[str, torch.Tensor] = field(default_factory=dict)  # and SGD's momentum buffers then
+
+    def states(self, number: int) -> tuple[dict, dict, dict]:
+        """Model `number`'s selected state, last state and momentum buffers, by its EmotionHead's names."""
+        stack = self.stack
+        return stack.head_state(number), stack.head_state(number, self.last), stack.head_state(number, self.momenta)
 
     def model(self, kind: str, seed: int) -> Model:
         return next(m for m in self.models if m.kind.name == kind and m.seed == seed)
@@ -472,11 +492,19 @@ def train_stacked(
     """Train every head of `approaches` × `seeds` at once on `fitting` (features already normalised), select
     each model's epoch on `validation`; returns the logs and every clip's probabilities per model. The
     features are moved to `settings.device`."""
+    kinds = kinds_for(approaches, settings.late_from)
+    return train_models(data, settings, [(kind, seed) for kind in kinds for seed in seeds], fitting, validation)
+
+
+def train_models(
+    data: FeatureSet, settings: TrainSettings, pairs: list[tuple[Kind, int]], fitting: torch.Tensor, validation: torch.Tensor
+) -> StackedRun:
+    """`train_stacked` of some (kind, seed) pairs, in the order of KINDS."""
     _check(settings)
     device = settings.device
     data.to(device)
     clips = Clips(data, device)
-    stack = Stack(kinds_for(approaches, settings.late_from), seeds, settings.head, device)
+    stack = Stack([], [], settings.head, device, models=pairs)
     models = [Model(kind, seed, _examples(data, kind, fitting)) for kind, seed in stack.models]
     weights = [class_weights(data.labels[m.examples], settings.class_weights, device) for m in models]
     state = {"weights": None if weights[0] is None else torch.stack(weights)}
@@ -491,11 +519,12 @@ def train_stacked(
         rows = [{"epoch": epoch, "train_loss": s / max(len(m.examples), 1)} | v for s, m, v in zip(sums, models, validated)]
         improved = _consider(models, rows, settings)
         stack.keep(best, torch.tensor(improved, device=device))
+    last, momenta = stack.snapshot(), state["sgd"].momenta()
     stack.load(best)
     probs = predict(stack, data, clips, torch.arange(len(data.labels))).cpu().numpy()
     for number, model in enumerate(models):
         model.probabilities = probs[number]
-    return StackedRun(models, data.clip_ids, data.has_audio.numpy())
+    return StackedRun(models, data.clip_ids, data.has_audio.numpy(), stack, last, momenta)
 
 
 def _examples(data: FeatureSet, kind: Kind, fitting: torch.Tensor) -> torch.Tensor:

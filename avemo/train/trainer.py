@@ -64,6 +64,7 @@ def train(
     lstm_sizes: list[int] | None = None,
     memory: str = "auto",
     targets: list[str] | None = None,
+    stacked: bool = False,
 ) -> Path:
     """Train each approach (late fusion reuses or trains the visual and audio models), for every target, seed
     and LSTM size asked for; approaches already finished in RUN are reused, an interrupted one resumes.
@@ -72,7 +73,12 @@ def train(
     RUN/<approach>-lstm<N>/ for every size but the paper's 256; with several seeds, one `seed-<s>/` folder
     per seed inside. `targets` (default: settings.target): arousal models there, valence models in the same
     layout under RUN/valence/. Under torchrun every rank trains its part of each batch
-    (DistributedDataParallel) and rank 0 writes."""
+    (DistributedDataParallel) and rank 0 writes. `stacked`: the models not yet in RUN are trained at once
+    (avemo.train.stacked_run), then written as here."""
+    if stacked:
+        from avemo.train.stacked_run import check
+
+        check(settings)
     distributed.init_from_env()
     run = Path(run)
     previous = runfolder.check_cache(run, cache)  # before anything is read or written: a run holds one cache's models
@@ -83,7 +89,7 @@ def train(
     deterministic_before = torch.are_deterministic_algorithms_enabled()
     mmap_dir = run / f".features-rank{distributed.rank()}"
     try:
-        sweep = Sweep(approaches, seeds, lstm_sizes, targets)
+        sweep = Sweep(approaches, seeds, lstm_sizes, targets, stacked)
         return _train(cache, run, sweep, settings, memory, mmap_dir, previous)
     finally:
         if mmap_dir.is_dir() and not mmap_dir.is_symlink():
@@ -99,6 +105,7 @@ class Sweep:
     seeds: list[int]
     sizes: list[int]
     targets: list[str]
+    stacked: bool = False  # the models trained at once first (avemo.train.stacked_run)
 
 
 def _train(
@@ -113,6 +120,10 @@ def _train(
     failures = []
     for target, split in _splits(data, fittings, held, settings, lambda: load_features(cache, memory, mmap_dir)):
         _announce(split, held, target)
+        if sweep.stacked:
+            from avemo.train.stacked_run import train_pending
+
+            train_pending(run, split, replace(settings, target=target), order, sweep)
         failures += _train_target(run, split, replace(settings, target=target), order, sweep)
     distributed.barrier()
     if failures:
