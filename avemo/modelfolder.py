@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 
 from avemo.approaches import MODALITIES, TITLES
 from avemo.atomic import ensure_dir, load_torch, read_json, save_torch, write_json, write_text
-from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES
+from avemo.datasets.labels import CLASS_NAMES
 from avemo.errors import AvemoError
 
 if TYPE_CHECKING:
@@ -43,7 +43,6 @@ FORMAT = "avemo-model"
 VERSION = 1
 MODEL_JSON = "model.json"
 CARD = "README.md"
-CLASS_NAMES = {"arousal": AROUSAL_NAMES, "valence": VALENCE_NAMES}
 HEAD_KEYS = ("model", "settings", "norm", "epoch", "cache_sha256")  # of a head's model.pt: what predict reads
 FC7_PREFIXES = ("features.", "classifier.1.", "classifier.4.")  # the convolutions, fc6, fc7
 
@@ -165,7 +164,9 @@ def model_card(document: dict, run: Path) -> str:
     """MODEL/README.md: what the model is, what it was trained on, how well it did (RUN/results.json of `avemo
     evaluate`, beside the majority baseline; "not evaluated" without it), its settings and how to use it."""
     source, embedder = document["source"], document["embedder"]
-    info = json.loads((run / "run.json").read_text())
+    from avemo.runfolder import read_listing
+
+    info = read_listing(run) or {}
     targets = ", ".join(f"{t} ({' / '.join(v['classes'])})" for t, v in document["targets"].items())
     lines = [
         f"# avemo model: {TITLES.get(document['approach'], document['approach'])}",

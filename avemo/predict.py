@@ -44,13 +44,11 @@ from avemo import modelfolder, runfolder
 from avemo.approaches import default_device
 from avemo.cache import check_cache
 from avemo.cache.images import decode_block
-from avemo.datasets.labels import to_label
+from avemo.datasets.labels import CLASS_NAMES, to_label
 from avemo.errors import AvemoError
 from avemo.extract.embed import Embedder, cache_embedder, joint_embedder
 from avemo.train.data import Standardiser, cache_identity
 from avemo.train.heads import late_fusion, load_head
-
-CLASS_NAMES = modelfolder.CLASS_NAMES  # target → class names in index order (avemo.datasets.labels)
 
 
 @dataclass

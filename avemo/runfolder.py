@@ -30,7 +30,7 @@ import numpy as np
 
 from avemo.approaches import ROWS, TUNABLE, UNKNOWN_LABEL
 from avemo.atomic import read_json, write_json, write_text
-from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES, to_label
+from avemo.datasets.labels import CLASS_NAMES, TARGETS, to_label
 from avemo.errors import AvemoError
 
 RUN_JSON = "run.json"
@@ -39,7 +39,6 @@ SETTINGS = "settings.json"
 PREDICTIONS = "predictions.csv"
 PAPER_LSTM = 256  # the LSTM size whose folder carries no -lstm<N> suffix (Fig. 2's best, the default)
 JOINT = "joint"
-TARGETS = ("arousal", "valence")  # what a model predicts (TrainSettings.target)
 VALENCE = "valence"  # the folder of the valence models: RUN/valence/<model>/
 FOLDER = re.compile(rf"^({'|'.join(ROWS)})(?:-([A-Za-z0-9_.+-]+))?$")  # <approach>[-<variant>]
 SEED = re.compile(r"^seed-(-?\d+)$")
@@ -306,7 +305,7 @@ def write_predictions(
     """predictions.csv: every clip with its split, true class (`labels`: class indices, negative when unknown:
     written empty), predicted class and class probabilities, in the columns of `target` (TASKS)."""
     true_column, predicted_column = TASKS[target]
-    names = AROUSAL_NAMES if target == "arousal" else VALENCE_NAMES
+    names = CLASS_NAMES[target]
     text = io.StringIO()
     writer = csv.writer(text)
     writer.writerow(["clip_id", "split", true_column, predicted_column, *(f"p_{n}" for n in names)])

@@ -6,6 +6,8 @@ MediaEval 2015 codes arousal as -1 (calm), 0 (neutral), 1 (active) and valence a
 
 AROUSAL_NAMES = ("calm", "neutral", "active")
 VALENCE_NAMES = ("negative", "neutral", "positive")
+CLASS_NAMES = {"arousal": AROUSAL_NAMES, "valence": VALENCE_NAMES}  # target → class names in index order
+TARGETS = tuple(CLASS_NAMES)  # what one model predicts (`avemo train --target`)
 LABEL_VALUES = (-1, 0, 1)
 SPLITS = ("train", "test")
 

@@ -23,14 +23,13 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from avemo.approaches import TITLES, UNKNOWN_LABEL
-from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES, to_index
+from avemo.datasets.labels import CLASS_NAMES, to_index
 from avemo.errors import AvemoError
 from avemo.evaluate.metrics import LABELS, McNemar, Scores, majority_class, mcnemar, score
 from avemo.evaluate.training import Alpha, read_alpha
 from avemo.runfolder import TASKS, Predictions, find_predictions, missing_predictions
 
 ALPHA = 0.05  # significance level of the McNemar columns
-CLASS_NAMES = {"arousal": AROUSAL_NAMES, "valence": VALENCE_NAMES}
 METRIC = "global accuracy Nc/Nt on the test split (paper eq. 13, MediaEval 2015)"
 SUMMARY_KEYS = ("test_clips", "test_counts", "majority_class", "majority_accuracy")  # arousal's, at the top of results.json
 MCNEMAR = "chi-square with continuity correction; exact binomial p-value when fewer than 25 clips differ"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from avemo.approaches import default_device
+from avemo.datasets.labels import TARGETS
 from avemo.errors import AvemoError
 
 if TYPE_CHECKING:
@@ -21,9 +22,8 @@ CHOICES = {
     "class_weights": ("none", "balanced"),
     "select": ("loss", "accuracy", "last"),
     "feature_norm": ("zscore", "none"),
-    "target": ("arousal", "valence"),
+    "target": TARGETS,  # what one model predicts; `avemo train --target both` trains a model for each
 }
-TARGETS = CHOICES["target"]  # what one model predicts; `avemo train --target both` trains a model for each
 
 
 def option(text: str, **spec) -> dict:
