@@ -13,7 +13,8 @@ WEIGHTS  ?= imagenet
 APPROACH ?= all
 # Where torch and torchvision come from. Empty: PyPI's default build (CUDA libraries included: 6.3 GiB installed);
 # TORCH_INDEX=https://download.pytorch.org/whl/cpu: the CPU-only build (1.8 GiB). Takes effect
-# when .venv is created or updated: rm -rf .venv to switch.
+# when .venv is created or updated: rm -rf .venv to switch. Only torch and torchvision come from there (--no-deps);
+# their dependencies, pinned in constraints.txt, from PyPI with the rest.
 TORCH_INDEX ?=
 
 .PHONY: install demo test lint bench extract train joint eval clean
@@ -22,7 +23,7 @@ install: $(STAMP)
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet -c constraints.txt --index-url $(TORCH_INDEX) torch torchvision)
+	$(if $(TORCH_INDEX),$(BIN)/python -m pip install --quiet --no-deps -c constraints.txt --index-url $(TORCH_INDEX) torch torchvision)
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
