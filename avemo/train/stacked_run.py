@@ -27,7 +27,7 @@ from avemo.train import engine
 from avemo.train.heads import EmotionHead
 from avemo.train.settings import TrainSettings
 from avemo.train.stacked import KINDS, Kind, StackedRun, train_models
-from avemo.train.trainer import Split, Sweep, _checkpoints, _plan, make_optimizer
+from avemo.train.trainer import Split, Sweep, head_checkpoints, make_optimizer, plan
 
 
 def check(settings: TrainSettings) -> None:
@@ -71,7 +71,7 @@ def pending(run: Path, split: Split, settings: TrainSettings, order: list[str], 
     refuse (an audio head without a sounding clip to fit) are left to it, to report."""
     sounding = bool(split.data.has_audio[split.fitting].any())
     out = []
-    for plan_size, seed, approach, _, path in _plan(order, settings, sweep.seeds, sweep.sizes):
+    for plan_size, seed, approach, _, path in plan(order, settings, sweep.seeds, sweep.sizes):
         if plan_size != size or (approach == "late" and settings.late_from == "lstm"):
             continue
         model_settings = replace(settings, head=replace(settings.head, approach=approach, lstm_hidden=size), seed=seed)
@@ -99,7 +99,7 @@ def write_model(run: Path, split: Split, model: Pending, result: StackedRun, num
     trained = result.models[number]
     selected, last, momenta = result.states(number)
     out = ensure_dir(model.out, under=run)
-    checkpoints = _checkpoints(model.settings, out, split.data, split.norm, trained.examples, split.validation)
+    checkpoints = head_checkpoints(model.settings, out, split.data, split.norm, trained.examples, split.validation)
     save_torch({"model": selected, "epoch": trained.best_epoch} | checkpoints.extras, out / checkpoints.best)
     write_log(out / "log.csv", trained.log)
     progress = engine.Progress(trained.log[-1]["epoch"], trained.log, trained.best, trained.best_epoch, trained.stale, True)

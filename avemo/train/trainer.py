@@ -135,7 +135,7 @@ def _train_target(run: Path, split: Split, settings: TrainSettings, order: list[
     """Train every model of the sweep for settings.target; returns the failures, one line each."""
     failures = []
     probabilities: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    for size, seed, approach, _, out_name in _plan(order, settings, sweep.seeds, sweep.sizes):
+    for size, seed, approach, _, out_name in plan(order, settings, sweep.seeds, sweep.sizes):
         name = out_name.removesuffix(f"/seed-{seed}") + (f" seed {seed}" if len(sweep.seeds) > 1 else "")
         approach_settings = replace(settings, head=replace(settings.head, approach=approach, lstm_hidden=size), seed=seed)
         trained = probabilities.setdefault((size, seed), {})
@@ -201,7 +201,7 @@ def _splits(
         yield target, Split(labelled, norm, fitting, labelled.known(held.clips))
 
 
-def _plan(order: list[str], settings: TrainSettings, seeds: list[int], sizes: list[int]) -> Plan:
+def plan(order: list[str], settings: TrainSettings, seeds: list[int], sizes: list[int]) -> Plan:
     """Every model of settings.target to train, in order; late fusion's MLP classifiers have no LSTM: one size
     is enough."""
     plan = []
@@ -371,7 +371,7 @@ def fit(split: Split, settings: TrainSettings, out: Path) -> np.ndarray:
     model = EmotionHead(settings.head).to(settings.device)
     weights = class_weights(data.labels[clips], settings.class_weights, settings.device)
     task = HeadTask(model, data, clips, validation, settings, weights)
-    checkpoints = _checkpoints(settings, out, data, split.norm, clips, validation)
+    checkpoints = head_checkpoints(settings, out, data, split.norm, clips, validation)
     engine.fit(task, make_optimizer(model, settings), _loop(settings, out), checkpoints)
     _load_selected(model, out, data.identity)
     return predict(model, data, torch.arange(len(data.labels)), settings.device)
@@ -389,7 +389,7 @@ def _loop(settings: TrainSettings, out: Path) -> engine.Loop:
     )
 
 
-def _checkpoints(
+def head_checkpoints(
     settings: TrainSettings, out: Path, data: FeatureSet, norm: Standardiser, clips: torch.Tensor, validation: torch.Tensor
 ) -> engine.Checkpoints:
     """last.pt's record (what must match to resume: settings, clips fitted, cache) and what model.pt keeps
