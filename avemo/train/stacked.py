@@ -4,7 +4,8 @@ The heads of a table (visual, audio, early, modal fusion and late fusion's two p
 × seeds are stacked into one batched model: every parameter of `EmotionHead` gets a leading model axis, and
 one step trains every model on its own batch with batched matmuls (`torch.baddbmm`; the pathways g(·) on
 each model's real seconds, packed, as EmotionHead) and an explicit LSTM (eq. 6–11, the gate order of torch's
-nn.LSTM, over the padded [B, T] layout). The GPU then works on M models per kernel launch instead of one.
+nn.LSTM, over the padded [B, T] layout, with avemo.train.lstm's hand-written backward). The GPU then works on
+M models per kernel launch instead of one.
 
 What stays as in `trainer.fit` + `engine.fit`, model by model:
 - initial weights: those of `EmotionHead(settings)` built under `torch.manual_seed(seed)`;
@@ -43,6 +44,7 @@ from avemo.log import progress as progress_bar
 from avemo.train import engine
 from avemo.train.data import FeatureSet, Standardiser, load_features, validation_clips
 from avemo.train.heads import EmotionHead, HeadSettings, late_fusion
+from avemo.train.lstm import recurrence
 from avemo.train.settings import TrainSettings
 from avemo.train.trainer import class_weights
 
@@ -174,14 +176,19 @@ def _pathway(stack: Stack, data: FeatureSet, name: str, batch: Batch) -> torch.T
     rows = _pick(batch.packed, owners)
     if name == "g_joint":  # early fusion: [audio (0 without sound), visual], as EmotionHead.fuse
         keep = _pick(batch.packed_keep, owners)[:, :, None]
-        x = torch.cat([data.audio[rows].float() * keep, data.visual[rows].float()], dim=-1)
+        x = torch.cat([_gather(data.audio, rows) * keep, _gather(data.visual, rows)], dim=-1)
     else:
-        x = (data.visual if name == "g_visual" else data.audio)[rows].float()
+        x = _gather(data.visual if name == "g_visual" else data.audio, rows)
     g = torch.relu(_linear(x, stack.params[f"{key}.weight"], stack.params[f"{key}.bias"]))  # [Mp, N, hidden]
     m, _, hidden = g.shape
     slot = _pick(batch.slot, owners).expand(m, -1)[:, :, None].expand(-1, -1, hidden)
     _, b, steps = batch.valid.shape
     return g.new_zeros(m, b * steps + 1, hidden).scatter(1, slot, g)[:, :-1]  # padded layout, 0 where no second
+
+
+def _gather(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """fp32 features of `rows` [Mr, N] → [Mr, N, d] (index_select: faster than indexing on CPU)."""
+    return features.index_select(0, rows.flatten()).view(*rows.shape, -1).float()
 
 
 def _fuse(stack: Stack, kind: Kind, g: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
@@ -200,21 +207,12 @@ def _fuse(stack: Stack, kind: Kind, g: dict[str, torch.Tensor], batch: Batch) ->
 
 
 def _lstm(stack: Stack, x: torch.Tensor) -> torch.Tensor:
-    """Eq. 6–11 for every model: x [M, B, T, in] → hidden states [M, B, T, H] (h_0 = c_0 = 0, torch's gate order)."""
+    """Eq. 6–11 for every model: x [M, B, T, in] → hidden states [M, B, T, H] (h_0 = c_0 = 0, torch's gate
+    order; avemo.train.lstm: a few kernels per second of the clips, for GPUs that wait on launches)."""
     p = stack.params
     m, b, steps, _ = x.shape
     gates_x = _linear(x.reshape(m, b * steps, -1), p["lstm.weight_ih_l0"], p["lstm.bias_ih_l0"] + p["lstm.bias_hh_l0"])
-    gates_x = gates_x.view(m, b, steps, -1)
-    w_hh = p["lstm.weight_hh_l0"]
-    h = x.new_zeros(m, b, w_hh.shape[1])
-    c = torch.zeros_like(h)
-    out = []
-    for x_t in gates_x.unbind(2):  # unbind, not slicing: one kernel for all steps' gradients
-        i, f, g, o = torch.baddbmm(x_t, h, w_hh).chunk(4, dim=2)
-        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
-        h = torch.sigmoid(o) * torch.tanh(c)
-        out.append(h)
-    return torch.stack(out, dim=2)
+    return recurrence(gates_x.view(m, b, steps, -1), p["lstm.weight_hh_l0"])
 
 
 def _mlp(stack: Stack, prefix: str, x: torch.Tensor, dropout: torch.Generator | None) -> torch.Tensor:
@@ -239,7 +237,7 @@ def forward(stack: Stack, data: FeatureSet, batch: Batch, dropout: torch.Generat
     if recurrent:
         x = torch.cat(recurrent).view(-1, b, steps, stack.head.hidden)
         states = _lstm(stack, x)
-        outs.append(_mlp(stack, "", states.view(states.shape[0], b * steps, -1), dropout))
+        outs.append(_mlp(stack, "", states.reshape(states.shape[0], b * steps, -1), dropout))
     flat = [_fuse(stack, k, g, batch) for k in kinds if k.temporal == "none"]
     if flat:
         probs = torch.softmax(_mlp(stack, "none.", torch.cat(flat), dropout), dim=2).view(-1, b, steps, N_CLASSES)
