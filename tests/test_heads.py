@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from avemo.train.heads import EmotionHead, HeadSettings
+from avemo.train.heads import EmotionHead, HeadSettings, head_inputs
 
 SMALL = dict(feature_dim=16, hidden=8, lstm_hidden=6, mlp_hidden=5)
 
@@ -18,6 +18,18 @@ def test_heads_give_three_logits_per_clip_and_per_second(approach):
     visual, audio = torch.randn(16, 16), torch.randn(16, 16)
     assert head(visual, audio, lengths).shape == (4, 3)
     assert head(visual, audio, lengths, per_step=True).shape == (16, 3)
+
+
+@pytest.mark.parametrize("approach", ["visual", "audio"])
+def test_a_single_modality_head_needs_only_its_own_features(approach):
+    """The trainer gathers only what a head reads (head_inputs): the other modality may be None."""
+    assert head_inputs(approach) == (approach,) and head_inputs("modal") == head_inputs("early") == ("visual", "audio")
+    head = EmotionHead(HeadSettings(approach=approach, **SMALL)).eval()
+    lengths, mask = torch.tensor([4, 2]), torch.tensor([True, False])
+    visual, audio = torch.randn(6, 16), torch.randn(6, 16)
+    both = head(visual, audio, lengths, mask)
+    alone = head(visual, None, lengths, mask) if approach == "visual" else head(None, audio, lengths, mask)
+    torch.testing.assert_close(alone, both)
 
 
 def test_modal_fusion_is_the_weighted_sum_of_eq_3():

@@ -237,6 +237,21 @@ def test_options_per_step_supervision_class_weights_fixed_alpha_clipping(tmp_pat
         replace(settings, supervise="all")
 
 
+def test_a_batch_is_its_clips_seconds_packed_and_only_the_modalities_asked(small):
+    from avemo.train.data import load_features
+
+    data = load_features(cache_of(small))
+    clips = torch.tensor([5, 0, 17])
+    visual, audio, lengths, has_audio = data.batch(clips)
+    by_hand = [(int(data.offsets[c]), int(data.lengths[c])) for c in clips]
+    for got, features in ((visual, data.visual), (audio, data.audio)):
+        expected = torch.cat([features[start : start + n] for start, n in by_hand]).float()
+        assert got.dtype == torch.float32 and torch.equal(got, expected)
+    assert lengths.tolist() == [n for _, n in by_hand] and torch.equal(has_audio, data.has_audio[clips])
+    only_visual = data.batch(clips, modalities=("visual",))
+    assert only_visual[1] is None and torch.equal(only_visual[0], visual)
+
+
 def test_memory_mapped_features_train_the_same_model(tmp_path, small):
     cache = cache_of(small)
     train(cache, tmp_path / "run", ["visual"], SMALL, memory="mmap")

@@ -73,12 +73,19 @@ class FeatureSet:
         clip_of_row = torch.repeat_interleave(torch.arange(len(clips)), lengths)
         return self.offsets[clips][clip_of_row] + torch.arange(int(lengths.sum())) - starts[clip_of_row]
 
-    def batch(self, clips: torch.Tensor, device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """fp32 packed inputs [N, d] per modality, the lengths [B] and audio mask [B] of `clips`."""
+    def batch(
+        self, clips: torch.Tensor, device: str = "cpu", modalities: tuple[str, ...] = ("visual", "audio")
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
+        """fp32 packed inputs [N, d] per modality (None for one not in `modalities`: a head that does not read
+        it), the lengths [B] and audio mask [B] of `clips`."""
         rows = self.rows(clips)
-        visual = self.visual[rows.to(self.visual.device)].to(device, non_blocking=True).float()
-        audio = self.audio[rows.to(self.audio.device)].to(device, non_blocking=True).float()
+        visual, audio = (self._gather(name, rows, device) if name in modalities else None for name in ("visual", "audio"))
         return visual, audio, self.lengths[clips].to(device), self.has_audio[clips].to(device)
+
+    def _gather(self, name: str, rows: torch.Tensor, device: str) -> torch.Tensor:
+        features = getattr(self, name)
+        # index_select: 2.4× faster than features[rows] on CPU (issue 15)
+        return features.index_select(0, rows.to(features.device)).to(device, non_blocking=True).float()
 
     def to(self, device: str) -> None:
         """Move the feature arrays (not the index) to `device`, e.g. into GPU memory once for all epochs."""

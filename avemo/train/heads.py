@@ -54,6 +54,11 @@ class HeadSettings:
     temporal: str = "lstm"  # lstm (eq. 6–11) | none: late fusion's per-second MLP classifiers (module docstring)
 
 
+def head_inputs(approach: str) -> tuple[str, ...]:
+    """The modalities an approach's head reads (FeatureSet.batch gathers only those)."""
+    return {"visual": ("visual",), "audio": ("audio",)}.get(approach, ("visual", "audio"))
+
+
 class EmotionHead(nn.Module):
     def __init__(self, settings: HeadSettings = HeadSettings()):
         super().__init__()
@@ -84,10 +89,13 @@ class EmotionHead(nn.Module):
             nn.Linear(settings.mlp_hidden, N_CLASSES),  # softmax (eq. 12) is in the loss / predict
         )
 
-    def fuse(self, visual: torch.Tensor, audio: torch.Tensor, has_audio: torch.Tensor | None = None) -> torch.Tensor:
+    def fuse(
+        self, visual: torch.Tensor | None, audio: torch.Tensor | None, has_audio: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Fused features per second (eq. 3 for the modal approach), any leading shape; `has_audio` is a bool
-        per row (None: every row has audio)."""
-        keep = None if has_audio is None else has_audio.to(visual.dtype).unsqueeze(-1)
+        per row (None: every row has audio). A modality the approach does not read may be None."""
+        read = visual if visual is not None else audio
+        keep = None if has_audio is None else has_audio.to(read.dtype).unsqueeze(-1)
         if self.approach == "modal":
             heard = self.alpha_audio * self.g_audio(audio)
             return (heard if keep is None else heard * keep) + self.alpha_visual * self.g_visual(visual)
@@ -99,18 +107,20 @@ class EmotionHead(nn.Module):
 
     def forward(
         self,
-        visual: torch.Tensor,
-        audio: torch.Tensor,
+        visual: torch.Tensor | None,
+        audio: torch.Tensor | None,
         lengths: torch.Tensor,
         audio_mask: torch.Tensor | None = None,
         per_step: bool = False,
     ) -> torch.Tensor:
         """Class logits from packed rows [N, d]: per clip [B, 3], read at its last second; with `per_step`,
         per second [N, 3] (packed like the input), step t having seen seconds 0..t of its clip. Without an
-        LSTM (`temporal` none) the logits are log-probabilities: those of the mean over seconds 0..t."""
-        lengths = lengths.to(visual.device)
-        clip_of_row = torch.repeat_interleave(torch.arange(len(lengths), device=visual.device), lengths)
-        fused = self.fuse(visual, audio, None if audio_mask is None else audio_mask.to(visual.device)[clip_of_row])
+        LSTM (`temporal` none) the logits are log-probabilities: those of the mean over seconds 0..t. A modality
+        the approach does not read may be None (`head_inputs`)."""
+        device = (visual if visual is not None else audio).device
+        lengths = lengths.to(device)
+        clip_of_row = torch.repeat_interleave(torch.arange(len(lengths), device=device), lengths)
+        fused = self.fuse(visual, audio, None if audio_mask is None else audio_mask.to(device)[clip_of_row])
         # Lay the rows out as [B, T, hidden]. The LSTM runs over the padded batch: a forward LSTM's state at a
         # clip's last second has not seen the padding, so reading it there equals a packed sequence (tested)
         # and is faster on CPU than packing.

@@ -48,7 +48,7 @@ from avemo.datasets.labels import AROUSAL_NAMES, VALENCE_NAMES
 from avemo.errors import AvemoError
 from avemo.train import engine
 from avemo.train.data import FeatureSet, Standardiser, Validation, load_features, validation_clips
-from avemo.train.heads import EmotionHead, late_fusion
+from avemo.train.heads import EmotionHead, head_inputs, late_fusion
 from avemo.train.settings import TrainSettings
 
 # (LSTM size, seed, approach, its folder name, its folder relative to RUN)
@@ -439,7 +439,7 @@ def clip_losses(
     model: torch.nn.Module, data: FeatureSet, clips: torch.Tensor, settings: TrainSettings, weights: torch.Tensor | None
 ) -> torch.Tensor:
     """Cross-entropy per clip [B] of `model` on a batch of `clips` (see supervised_losses)."""
-    visual, audio, lengths, has_audio = data.batch(clips, settings.device)
+    visual, audio, lengths, has_audio = data.batch(clips, settings.device, head_inputs(settings.head.approach))
     labels = data.labels[clips].to(settings.device)
 
     def forward(per_step: bool) -> torch.Tensor:
@@ -481,7 +481,7 @@ def predict(model: EmotionHead, data: FeatureSet, clips: torch.Tensor, device: s
     model.eval()
     out = []
     for batch in clips.split(256):
-        visual, audio, lengths, has_audio = data.batch(batch, device)
+        visual, audio, lengths, has_audio = data.batch(batch, device, head_inputs(model.approach))
         out.append(torch.softmax(model(visual, audio, lengths, has_audio), dim=1).float().cpu())
     return torch.cat(out).numpy() if out else np.zeros((0, N_CLASSES), np.float32)
 
