@@ -50,11 +50,16 @@ def main() -> None:
 @click.option(
     "--workers", default=0, show_default=True, type=click.IntRange(min=0), help="Processes writing clips (0: one per CPU)."
 )
-def sample(out: Path, clips: int, seed: int, workers: int) -> None:
+@click.option("--size", default="160x120", show_default=True, help="Frame size WxH (larger: decoding as slow as real video).")
+def sample(out: Path, clips: int, seed: int, workers: int, size: str) -> None:
     """Write the sample corpus: OUT/data/*.mp4, OUT/annotations/ (MediaEval format), OUT/clips.csv."""
     from avemo.datasets.sample import write_sample
 
-    manifest = write_sample(out, clips=clips, seed=seed, workers=workers or None)
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+        manifest = write_sample(out, clips=clips, seed=seed, workers=workers or None, size=(width, height))
+    except ValueError as e:
+        raise click.BadParameter(str(e) if "sample frame size" in str(e) else f"{size!r}: expected WxH, e.g. 640x360") from None
     click.echo(f"sample: {clips} clips, manifest {manifest}")
 
 
@@ -574,6 +579,18 @@ def bench_table_command(clips: int, seeds: int, epochs: int, device: str | None,
     from avemo.train.bench import bench_table
 
     bench_table(clips=clips, seeds=seeds, epochs=epochs, device=device, stacked=stacked)
+
+
+@bench.command("step")
+@click.option("--clips", default=2000, show_default=True, type=click.IntRange(min=10), help="Synthetic clips.")
+@click.option("--seeds", default=5, show_default=True, type=click.IntRange(min=1))
+@click.option("--steps", default=20, show_default=True, type=click.IntRange(min=1), help="Steps timed and profiled.")
+@click.option("--device", default=None, help="cpu, cuda … (default: cuda when present).")
+def bench_step_command(clips: int, seeds: int, steps: int, device: str | None) -> None:
+    """Profile a step of stacked training (Table 1 × seeds): wall time, operators and GPU kernels per step."""
+    from avemo.train.bench import bench_step
+
+    bench_step(clips=clips, seeds=seeds, steps=steps, device=device)
 
 
 @bench.command("extract")

@@ -3,6 +3,7 @@ from collections import Counter
 
 import av
 import numpy as np
+import pytest
 
 from avemo.datasets.manifest import read_manifest
 from avemo.datasets.sample import arousal_of, write_sample
@@ -78,3 +79,14 @@ def _frames(path) -> np.ndarray:
     """Every frame of a video as decoded RGB, uint8 [n, H, W, 3] (PyAV: installed everywhere)."""
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def test_a_larger_frame_size_for_benchmarks(tmp_path):
+    """`size`: frames as large as real video's (decoding time grows with it); the labels do not change."""
+    small = write_sample(tmp_path / "small", clips=2, seed=3, workers=1)
+    large = write_sample(tmp_path / "large", clips=2, seed=3, workers=1, size=(320, 180))
+    assert small.read_text() == large.read_text()
+    frames = _frames(large.parent / "data" / "ACCEDE00000.mp4")
+    assert frames.shape[1:] == (180, 320, 3)
+    with pytest.raises(ValueError, match="even and at least 36"):
+        write_sample(tmp_path / "odd", clips=2, size=(321, 180))

@@ -3,10 +3,11 @@
 #   1. the machine, Python, torch, CUDA;
 #   2. the modules avemo imports that are missing (av and decord on this workplace's GPU machines), installed
 #      from .whl/ (no index), then avemo itself (pip install --no-deps -e .);
-#   3. Table 1 × seeds trained stacked (avemo.train.stacked), MediaEval size (goal: ≤ 60 s on one H100);
-#   4. the same one by one, smaller (a per-epoch figure: the full size takes ~10 min);
+#   3. `avemo bench step`: a profiled step of stacked training (wall, operators, kernels, GPU busy per step);
+#   4. Table 1 × seeds trained stacked (avemo.train.stacked), MediaEval size (goal: ≤ 60 s on one H100);
 #   5. extraction: a sample corpus, `avemo extract` with fine-tuning (phase times), `avemo bench extract`
-#      (both use cuda when torch sees a GPU).
+#      (both use cuda when torch sees a GPU);
+#   6. Table 1 one by one, smaller (a per-epoch figure: the full size takes ~10 min).
 # Run from the repository root: bash tools/gpu_bench.sh (OUT, PY, WHEELS, DEVICE and the sizes below from the
 # environment). Every step runs under `timeout` and writes $OUT/<step>.log; the timeouts add up to under 10 min.
 #
@@ -16,15 +17,17 @@
 set -u
 cd "$(dirname "$0")/.."
 
-# -- sizes and limits (seconds; each may be set in the environment); the timeouts add up to under 9 minutes --------------------------------------
+# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 530 s (580 with torchvision) --
 PY=${PY:-python3}
 OUT=${OUT:-gpu-bench-out}
 WHEELS=${WHEELS:-.whl}
 DEVICE=${DEVICE:-cuda}
 STACKED_CLIPS=${STACKED_CLIPS:-10900} STACKED_SEEDS=${STACKED_SEEDS:-5} STACKED_EPOCHS=${STACKED_EPOCHS:-40}
-STACKED_TIMEOUT=${STACKED_TIMEOUT:-180}
-ONE_CLIPS=${ONE_CLIPS:-10900} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-3} ONE_TIMEOUT=${ONE_TIMEOUT:-100}
-EXTRACT_CLIPS=${EXTRACT_CLIPS:-400} EXTRACT_TIMEOUT=${EXTRACT_TIMEOUT:-80}
+STACKED_TIMEOUT=${STACKED_TIMEOUT:-150}
+STEP_CLIPS=${STEP_CLIPS:-2000} STEP_TIMEOUT=${STEP_TIMEOUT:-60}
+ONE_CLIPS=${ONE_CLIPS:-10900} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-3} ONE_TIMEOUT=${ONE_TIMEOUT:-60}
+EXTRACT_CLIPS=${EXTRACT_CLIPS:-400} EXTRACT_TIMEOUT=${EXTRACT_TIMEOUT:-70}
+SAMPLE_SIZE=${SAMPLE_SIZE:-640x360}  # frames of the sample clips: decoding time grows with the size (the demo's 160x120 flatters)
 INSTALL_TIMEOUT=${INSTALL_TIMEOUT:-50}
 # module → package, for what avemo imports besides torch
 MODULES="click:click tqdm:tqdm h5py:h5py numpy:numpy scipy:scipy PIL:pillow av:av decord:decord matplotlib:matplotlib"
@@ -68,22 +71,26 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this tree's avemo even wh
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 >"$OUT/gpu-use.csv" 2>&1 &
 monitor=$!
 
-# 3. stacked: the issue's goal (through the Python API: needs no CLI option)
-TABLE='import sys; from avemo.train.bench import bench_table as b; b(clips=int(sys.argv[1]), seeds=int(sys.argv[2]), epochs=int(sys.argv[3]), device=sys.argv[4], stacked=sys.argv[5] == "stacked")'
-step table-stacked "$STACKED_TIMEOUT" $PY -c "$TABLE" "$STACKED_CLIPS" "$STACKED_SEEDS" "$STACKED_EPOCHS" "$DEVICE" stacked
+# 3. where a stacked step's time goes (the next optimisation follows from it: CUDA graphs if the GPU idles)
+step bench-step "$STEP_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench step --clips "$STEP_CLIPS" --seeds "$STACKED_SEEDS" --device "$DEVICE"
 
-# 4. one by one, small: seconds per epoch of one head
-step table-one-by-one "$ONE_TIMEOUT" $PY -c "$TABLE" "$ONE_CLIPS" "$ONE_SEEDS" "$ONE_EPOCHS" "$DEVICE" one-by-one
+# 4. stacked: the issue's goal
+step table-stacked "$STACKED_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table --stacked \
+    --clips "$STACKED_CLIPS" --seeds "$STACKED_SEEDS" --epochs "$STACKED_EPOCHS" --device "$DEVICE"
 
 # 5. extraction: a sample corpus, the whole `avemo extract` with fine-tuning (phase times in its log), then
 # `avemo bench extract` on the same clips (decode only, forward only, pipeline; cuda when torch sees a GPU)
 CORPUS=$(mktemp -d)
-step sample "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' sample "$CORPUS/sample" --clips "$EXTRACT_CLIPS"
+step sample "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' sample "$CORPUS/sample" --clips "$EXTRACT_CLIPS" --size "$SAMPLE_SIZE"
 step extract-finetune "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' extract \
     --manifest "$CORPUS/sample/clips.csv" --cache "$CORPUS/cache" --weights none
 step bench-extract "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench extract --manifest "$CORPUS/sample/clips.csv" --device "$DEVICE"
 cp "$CORPUS/cache/log.txt" "$OUT/extract-log.txt" 2>/dev/null
 
+# 6. one by one, small: seconds per epoch of one head
+step table-one-by-one "$ONE_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table \
+    --clips "$ONE_CLIPS" --seeds "$ONE_SEEDS" --epochs "$ONE_EPOCHS" --device "$DEVICE"
+
 kill "$monitor" 2>/dev/null
 echo "total: $(($(date +%s) - started)) s" | tee -a "$OUT/summary.txt"
-grep -h "Table 1\|ratio\|per epoch\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"
+grep -h "Table 1\|ratio\|per epoch\|per step\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"

@@ -31,7 +31,7 @@ BRIGHTNESS = (45, 125, 205)  # mean grey level of the scene per visual level
 PITCH_BANDS_HZ = ((150.0, 350.0), (900.0, 1500.0), (2800.0, 4200.0))  # tone band per audio level
 CLIPS_PER_MOVIE = 5
 FPS = 25
-WIDTH, HEIGHT = 160, 120
+SIZE = (160, 120)  # width, height: small, so the demo is fast; `size` gives real-video sizes for benchmarks
 AUDIO_RATE = 44100
 
 
@@ -41,27 +41,29 @@ def arousal_of(visual_level: int, audio_level: int) -> int:
     return -1 if total <= 1 else (0 if total == 2 else 1)
 
 
-def sample_frames(level: int, n_frames: int, rng: np.random.Generator) -> np.ndarray:
-    """A tinted scene of the level's brightness with three moving squares and film grain."""
+def sample_frames(level: int, n_frames: int, rng: np.random.Generator, size: tuple[int, int] = SIZE) -> np.ndarray:
+    """A tinted scene of the level's brightness with three moving squares and film grain, `size` (w, h)."""
+    width, height = size
     tint = rng.uniform(-25, 25, size=3)
     base = np.clip(BRIGHTNESS[level] + tint - tint.mean(), 0, 255)
-    grain = rng.normal(0, 3, size=(HEIGHT + 16, WIDTH + 16, 3))
+    grain = rng.normal(0, 3, size=(height + 16, width + 16, 3))
     sizes = rng.integers(16, 36, size=3)
     colors = np.clip(base + rng.uniform(-60, 60, size=(3, 3)), 0, 255)
-    pos = rng.uniform(0, [WIDTH - 36, HEIGHT - 36], size=(3, 2))
+    room = [width - 36, height - 36]
+    pos = rng.uniform(0, room, size=(3, 2))
     vel = rng.uniform(-3, 3, size=(3, 2))
-    frames = np.empty((n_frames, HEIGHT, WIDTH, 3), dtype=np.uint8)
+    frames = np.empty((n_frames, height, width, 3), dtype=np.uint8)
     for t in range(n_frames):
-        img = np.broadcast_to(base, (HEIGHT, WIDTH, 3)).copy()
+        img = np.broadcast_to(base, (height, width, 3)).copy()
         for (x, y), s, c in zip(pos.astype(int), sizes, colors):
             img[y : y + s, x : x + s] = c
         dy, dx = rng.integers(0, 16, size=2)
-        img += grain[dy : dy + HEIGHT, dx : dx + WIDTH]
+        img += grain[dy : dy + height, dx : dx + width]
         frames[t] = np.clip(img, 0, 255).astype(np.uint8)
         pos += vel
-        bounce = (pos < 0) | (pos > [WIDTH - 36, HEIGHT - 36])
+        bounce = (pos < 0) | (pos > room)
         vel[bounce] *= -1
-        pos = np.clip(pos, 0, [WIDTH - 36, HEIGHT - 36])
+        pos = np.clip(pos, 0, room)
     return frames
 
 
@@ -80,14 +82,22 @@ def sample_audio(level: int, n_samples: int, rng: np.random.Generator) -> np.nda
 
 
 def write_sample(
-    out: str | Path, clips: int = 150, seed: int = 0, test_fraction: float = 0.3, workers: int | None = None
+    out: str | Path,
+    clips: int = 150,
+    seed: int = 0,
+    test_fraction: float = 0.3,
+    workers: int | None = None,
+    size: tuple[int, int] = SIZE,
 ) -> Path:
     """Write the corpus under `out` (clips in parallel processes, one per CPU by default); returns `out/clips.csv`.
 
     Each clip draws from its own generator seeded by (seed, clip number), so the files do not depend on
-    the number of workers."""
+    the number of workers. `size` (width, height, even, at least 36): the frames' size; the default keeps the
+    demo fast, real videos are larger (decoding time grows with it)."""
     if clips < 2:
         raise ValueError("the sample corpus needs at least 2 clips")
+    if min(size) < 36 or size[0] % 2 or size[1] % 2:
+        raise ValueError(f"sample frame size {size[0]}x{size[1]}: width and height must be even and at least 36")
     out = Path(out)
     (out / "data").mkdir(parents=True, exist_ok=True)
     (out / "annotations").mkdir(exist_ok=True)
@@ -98,7 +108,7 @@ def write_sample(
     n_test_movies = min(n_movies - 1, max(1, round(n_movies * test_fraction)))
     test_movies = set(rng.permutation(n_movies)[:n_test_movies].tolist())
 
-    jobs = [(out, seed, i, *levels[i], i // CLIPS_PER_MOVIE in test_movies) for i in range(clips)]
+    jobs = [(out, seed, i, *levels[i], i // CLIPS_PER_MOVIE in test_movies, size) for i in range(clips)]
     workers = max(1, min(workers or os.cpu_count() or 1, clips))
     spawn = multiprocessing.get_context("spawn")  # safe even when the caller has torch's threads running
     with concurrent.futures.ProcessPoolExecutor(workers, spawn) if workers > 1 else contextlib.nullcontext() as pool:
@@ -110,14 +120,14 @@ def write_sample(
 
 
 def _write_clip(job: tuple) -> dict:
-    out, seed, i, visual, audio, is_test = job
+    out, seed, i, visual, audio, is_test, size = job
     clip_rng = np.random.default_rng([seed, i])
     seconds = clip_rng.uniform(8.0, 12.0)
     n_frames = int(seconds * FPS)
     name = f"ACCEDE{i:05d}.mp4"
     write_mp4(
         out / "data" / name,
-        sample_frames(visual, n_frames, clip_rng),
+        sample_frames(visual, n_frames, clip_rng, size),
         fps=FPS,
         audio=sample_audio(audio, int(n_frames / FPS * AUDIO_RATE), clip_rng),
         audio_rate=AUDIO_RATE,

@@ -16,6 +16,7 @@ It ends with `ratio: X`, X = epoch / bare matmuls; the goal on CPU is ≤ 1.3.
 
 from __future__ import annotations
 
+import math
 import resource
 import tempfile
 import time
@@ -173,3 +174,79 @@ def bench_table(clips: int = 10900, seeds: int = 5, epochs: int = 40, device: st
         f"in {total:.0f} s ({total / 60:.1f} min, {total / (runs * epochs):.2f} s per epoch on average)"
     )
     return total
+
+
+# Operators that launch no kernel (views and metadata), left out of `bench_step`'s count.
+VIEWS = frozenset(
+    "alias as_strided chunk detach expand expand_as flatten lift_fresh narrow permute reshape _reshape_alias resize_ "
+    "resolve_conj resolve_neg result_type scalar_tensor select slice split squeeze t to transpose unbind unflatten "
+    "unsqueeze _unsafe_view view view_as empty empty_like empty_strided item _local_scalar_dense".split()
+)
+
+
+def bench_step(clips: int = 2000, seeds: int = 5, steps: int = 20, device: str | None = None) -> dict[str, float]:
+    """Where a step of stacked training goes (`bench table --stacked`'s models: Table 1's heads × `seeds`) on a
+    synthetic cache of `clips` clips: `steps` steps of a batch per model, timed after a warm-up epoch, then
+    once more under torch's profiler. Prints the wall time per step, the operators dispatched per step
+    (top-level aten calls, views not counted: each launches at least one kernel on a GPU), and on a GPU the
+    kernels per step and the time they keep the GPU busy (busy / wall: how far the step is from being bound
+    by the arithmetic rather than by launching it), then the operators that take the most time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from avemo.approaches import APPROACHES
+    from avemo.train import stacked
+
+    settings = TrainSettings(epochs=1, patience=0, **({"device": device} if device else {}))
+    on_gpu = settings.device.startswith("cuda")
+    with tempfile.TemporaryDirectory() as tmp:
+        write_synthetic_cache(Path(tmp), clips)
+        data = load_features(tmp, memory="ram")
+    settings = replace(settings, head=replace(settings.head, feature_dim=data.visual.shape[1]))
+    train = data.subset("train")
+    Standardiser.fit(data, settings.feature_norm, train).normalise_in_place(data)
+    fitting = train[: steps * settings.batch_size]
+    pairs = [(kind, seed) for kind in stacked.kinds_for(list(APPROACHES)) for seed in range(seeds)]
+    stack, index, models, state = stacked.start(data, settings, pairs, fitting)
+
+    def epoch(number: int) -> float:
+        state["epoch"] = number
+        started = time.perf_counter()
+        stacked.train_epoch(stack, data, index, models, settings, state).cpu()  # .cpu(): waits for the device
+        return time.perf_counter() - started
+
+    epoch(1)  # warm-up: first-call allocations, kernel selection
+    n_steps = math.ceil(len(fitting) / settings.batch_size)
+    wall_ms = epoch(2) * 1000 / n_steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if on_gpu else [])
+    with profile(activities=activities) as prof:
+        epoch(3)
+    events = prof.events()
+    operators = sum(1 for e in events if _dispatched(e)) / n_steps
+    batch = settings.batch_size
+    print(f"stacked step on {settings.device}: {len(models)} models ({seeds} seeds), batch {batch}, {n_steps} steps")
+    print(f"wall: {wall_ms:.2f} ms per step")
+    print(f"operators: {operators:.0f} per step (top-level aten calls, views not counted)")
+    out = {"wall_ms": wall_ms, "operators": operators}
+    if on_gpu:
+        kernels = [e for e in events if e.device_type.name == "CUDA"]
+        busy_ms = sum(e.time_range.elapsed_us() for e in kernels) / 1000 / n_steps
+        out |= {"kernels": len(kernels) / n_steps, "gpu_busy_ms": busy_ms}
+        share = busy_ms / wall_ms
+        print(
+            f"GPU: {len(kernels) / n_steps:.0f} kernels per step, busy {busy_ms:.2f} ms per step ({share:.0%} of the wall time)"
+        )
+    sort = "self_device_time_total" if on_gpu else "self_cpu_time_total"
+    print(prof.key_averages().table(sort_by=sort, row_limit=12))
+    return out
+
+
+def _dispatched(event) -> bool:
+    """A top-level aten call that is not a view (its aten callees are part of it)."""
+    if not event.name.startswith("aten::") or event.name[6:] in VIEWS or event.device_type.name != "CPU":
+        return False
+    parent = event.cpu_parent
+    while parent is not None:
+        if parent.name.startswith("aten::") and parent.name[6:] not in VIEWS:
+            return False
+        parent = parent.cpu_parent
+    return True

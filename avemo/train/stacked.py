@@ -400,10 +400,11 @@ def _schedule(
     return grid, seconds.flatten(1).amax(1).tolist(), seconds.sum(2).amax(1).tolist()
 
 
-def _train_epoch(
+def train_epoch(
     stack: Stack, data: FeatureSet, clips: Clips, models: list[Model], settings: TrainSettings, state: dict
 ) -> torch.Tensor:
-    """One epoch of every active model; the sum of each model's per-clip train losses [M] (on the device)."""
+    """One epoch (number state["epoch"]) of every active model; the sum of each model's per-clip train
+    losses [M] (on the device)."""
     grid, longest, widths = _schedule(models, state["epoch"], settings.batch_size, clips.lengths_host)
     counts = (grid >= 0).sum(2)
     idle = (counts == 0).any(1).tolist()  # on the host: steps where some model has no batch
@@ -498,21 +499,14 @@ def train_models(
     data: FeatureSet, settings: TrainSettings, pairs: list[tuple[Kind, int]], fitting: torch.Tensor, validation: torch.Tensor
 ) -> StackedRun:
     """`train_stacked` of some (kind, seed) pairs, in the order of KINDS."""
-    _check(settings)
+    stack, clips, models, state = start(data, settings, pairs, fitting)
     device = settings.device
-    data.to(device)
-    clips = Clips(data, device)
-    stack = Stack([], [], settings.head, device, models=pairs)
-    models = [Model(kind, seed, _examples(data, kind, fitting)) for kind, seed in stack.models]
-    weights = [class_weights(data.labels[m.examples], settings.class_weights, device) for m in models]
-    state = {"weights": None if weights[0] is None else torch.stack(weights)}
-    state["sgd"] = StackedSGD(stack, settings)
     best = stack.snapshot()
     for epoch in progress_bar(range(1, settings.epochs + 1), desc="train stacked", unit="epoch"):
         if all(m.stopped for m in models):
             break
         state["epoch"] = epoch
-        sums = _train_epoch(stack, data, clips, models, settings, state).cpu().tolist()
+        sums = train_epoch(stack, data, clips, models, settings, state).cpu().tolist()
         validated = _validate(stack, data, clips, validation)
         rows = [{"epoch": epoch, "train_loss": s / max(len(m.examples), 1)} | v for s, m, v in zip(sums, models, validated)]
         improved = _consider(models, rows, settings)
@@ -523,6 +517,23 @@ def train_models(
     for number, model in enumerate(models):
         model.probabilities = probs[number]
     return StackedRun(models, data.clip_ids, data.has_audio.numpy(), stack, last, momenta)
+
+
+def start(
+    data: FeatureSet, settings: TrainSettings, pairs: list[tuple[Kind, int]], fitting: torch.Tensor
+) -> tuple[Stack, Clips, list[Model], dict]:
+    """The stack of `pairs` with its initial weights, the device's clip index, the models and the training
+    state (class weights, SGD) that `train_epoch` takes; the features are moved to `settings.device`."""
+    _check(settings)
+    device = settings.device
+    data.to(device)
+    clips = Clips(data, device)
+    stack = Stack([], [], settings.head, device, models=pairs)
+    models = [Model(kind, seed, _examples(data, kind, fitting)) for kind, seed in stack.models]
+    weights = [class_weights(data.labels[m.examples], settings.class_weights, device) for m in models]
+    state = {"weights": None if weights[0] is None else torch.stack(weights)}
+    state["sgd"] = StackedSGD(stack, settings)
+    return stack, clips, models, state
 
 
 def _examples(data: FeatureSet, kind: Kind, fitting: torch.Tensor) -> torch.Tensor:
