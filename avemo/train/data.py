@@ -79,13 +79,16 @@ class FeatureSet:
         """fp32 packed inputs [N, d] per modality (None for one not in `modalities`: a head that does not read
         it), the lengths [B] and audio mask [B] of `clips`."""
         rows = self.rows(clips)
-        visual, audio = (self._gather(name, rows, device) if name in modalities else None for name in ("visual", "audio"))
+        visual, audio = (self.gather(name, rows, device) if name in modalities else None for name in ("visual", "audio"))
         return visual, audio, self.lengths[clips].to(device), self.has_audio[clips].to(device)
 
-    def _gather(self, name: str, rows: torch.Tensor, device: str) -> torch.Tensor:
-        features = getattr(self, name)
+    def gather(self, modality: str, rows: torch.Tensor, device: str | None = None) -> torch.Tensor:
+        """fp32 features of `rows` (any shape) → [*rows.shape, d], moved to `device` (default: where they are)
+        before the conversion, so that half the bytes travel."""
+        features = getattr(self, modality)
         # index_select: 2.4× faster than features[rows] on CPU (issue 15)
-        return features.index_select(0, rows.to(features.device)).to(device, non_blocking=True).float()
+        picked = features.index_select(0, rows.to(features.device).flatten()).view(*rows.shape, -1)
+        return picked.to(device or features.device, non_blocking=True).float()
 
     def to(self, device: str) -> None:
         """Move the feature arrays (not the index) to `device`, e.g. into GPU memory once for all epochs."""

@@ -176,19 +176,14 @@ def _pathway(stack: Stack, data: FeatureSet, name: str, batch: Batch) -> torch.T
     rows = _pick(batch.packed, owners)
     if name == "g_joint":  # early fusion: [audio (0 without sound), visual], as EmotionHead.fuse
         keep = _pick(batch.packed_keep, owners)[:, :, None]
-        x = torch.cat([_gather(data.audio, rows) * keep, _gather(data.visual, rows)], dim=-1)
+        x = torch.cat([data.gather("audio", rows) * keep, data.gather("visual", rows)], dim=-1)
     else:
-        x = _gather(data.visual if name == "g_visual" else data.audio, rows)
+        x = data.gather("visual" if name == "g_visual" else "audio", rows)
     g = torch.relu(_linear(x, stack.params[f"{key}.weight"], stack.params[f"{key}.bias"]))  # [Mp, N, hidden]
     m, _, hidden = g.shape
     slot = _pick(batch.slot, owners).expand(m, -1)[:, :, None].expand(-1, -1, hidden)
     _, b, steps = batch.valid.shape
     return g.new_zeros(m, b * steps + 1, hidden).scatter(1, slot, g)[:, :-1]  # padded layout, 0 where no second
-
-
-def _gather(features: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
-    """fp32 features of `rows` [Mr, N] → [Mr, N, d] (index_select: faster than indexing on CPU)."""
-    return features.index_select(0, rows.flatten()).view(*rows.shape, -1).float()
 
 
 def _fuse(stack: Stack, kind: Kind, g: dict[str, torch.Tensor], batch: Batch) -> torch.Tensor:
