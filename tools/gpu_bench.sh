@@ -3,11 +3,12 @@
 #   1. the machine, Python, torch, CUDA;
 #   2. the modules avemo imports that are missing (av and decord on this workplace's GPU machines), installed
 #      from .whl/ (no index), then avemo itself (pip install --no-deps -e .);
-#   3. `avemo bench step`: a profiled step of stacked training (wall, operators, kernels, GPU busy per step);
-#   4. Table 1 × seeds trained stacked (avemo.train.stacked), MediaEval size (goal: ≤ 60 s on one H100);
-#   5. extraction: a sample corpus, `avemo extract` with fine-tuning (phase times), `avemo bench extract`
+#   3. tools/gpu_checks.py: the stacked LSTM's recurrence and --stacked (--deterministic) checked on the GPU;
+#   4. `avemo bench step`: a profiled step of stacked training (wall, operators, kernels, GPU busy per step);
+#   5. Table 1 × seeds trained stacked (avemo.train.stacked), MediaEval size (goal: ≤ 60 s on one H100);
+#   6. extraction: a sample corpus, `avemo extract` with fine-tuning (phase times), `avemo bench extract`
 #      (both use cuda when torch sees a GPU);
-#   6. Table 1 one by one, smaller (a per-epoch figure: the full size takes ~10 min).
+#   7. Table 1 one by one, smaller (a per-epoch figure: the full size takes ~10 min).
 # Run from the repository root: bash tools/gpu_bench.sh (OUT, PY, WHEELS, DEVICE and the sizes below from the
 # environment). Every step runs under `timeout` and writes $OUT/<step>.log; the timeouts add up to under 10 min.
 #
@@ -17,15 +18,15 @@
 set -u
 cd "$(dirname "$0")/.."
 
-# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 530 s (580 with torchvision) --
+# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 540 s (590 with torchvision) --
 PY=${PY:-python3}
 OUT=${OUT:-gpu-bench-out}
 WHEELS=${WHEELS:-.whl}
 DEVICE=${DEVICE:-cuda}
 STACKED_CLIPS=${STACKED_CLIPS:-10900} STACKED_SEEDS=${STACKED_SEEDS:-5} STACKED_EPOCHS=${STACKED_EPOCHS:-40}
-STACKED_TIMEOUT=${STACKED_TIMEOUT:-150}
-STEP_CLIPS=${STEP_CLIPS:-2000} STEP_TIMEOUT=${STEP_TIMEOUT:-60}
-ONE_CLIPS=${ONE_CLIPS:-10900} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-3} ONE_TIMEOUT=${ONE_TIMEOUT:-60}
+STACKED_TIMEOUT=${STACKED_TIMEOUT:-140}
+STEP_CLIPS=${STEP_CLIPS:-2000} STEP_TIMEOUT=${STEP_TIMEOUT:-50} CHECKS_TIMEOUT=${CHECKS_TIMEOUT:-45}
+ONE_CLIPS=${ONE_CLIPS:-10900} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-1} ONE_TIMEOUT=${ONE_TIMEOUT:-45}
 EXTRACT_CLIPS=${EXTRACT_CLIPS:-160} EXTRACT_TIMEOUT=${EXTRACT_TIMEOUT:-70}
 SAMPLE_SIZE=${SAMPLE_SIZE:-640x360}  # frames of the sample clips: decoding time grows with the size (the demo's 160x120 flatters)
 INSTALL_TIMEOUT=${INSTALL_TIMEOUT:-50}
@@ -71,14 +72,17 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"  # this tree's avemo even wh
 nvidia-smi --query-gpu=timestamp,utilization.gpu,memory.used --format=csv -l 2 >"$OUT/gpu-use.csv" 2>&1 &
 monitor=$!
 
-# 3. where a stacked step's time goes (the next optimisation follows from it: CUDA graphs if the GPU idles)
+# 3. correctness first: the stacked LSTM's recurrence and --stacked against one by one, with --deterministic
+step gpu-checks "$CHECKS_TIMEOUT" $PY tools/gpu_checks.py "$DEVICE"
+
+# 4. where a stacked step's time goes (the next optimisation follows from it: CUDA graphs if the GPU idles)
 step bench-step "$STEP_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench step --clips "$STEP_CLIPS" --seeds "$STACKED_SEEDS" --device "$DEVICE"
 
-# 4. stacked: the issue's goal
+# 5. stacked: the issue's goal
 step table-stacked "$STACKED_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table --stacked \
     --clips "$STACKED_CLIPS" --seeds "$STACKED_SEEDS" --epochs "$STACKED_EPOCHS" --device "$DEVICE"
 
-# 5. extraction: a sample corpus, the whole `avemo extract` with fine-tuning (phase times in its log), then
+# 6. extraction: a sample corpus, the whole `avemo extract` with fine-tuning (phase times in its log), then
 # `avemo bench extract` on the same clips (decode only, forward only, pipeline; cuda when torch sees a GPU)
 CORPUS=$(mktemp -d)
 step sample "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' sample "$CORPUS/sample" --clips "$EXTRACT_CLIPS" --size "$SAMPLE_SIZE"
@@ -87,10 +91,10 @@ step extract-finetune "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; mai
 step bench-extract "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench extract --manifest "$CORPUS/sample/clips.csv" --device "$DEVICE"
 cp "$CORPUS/cache/log.txt" "$OUT/extract-log.txt" 2>/dev/null
 
-# 6. one by one, small: seconds per epoch of one head
+# 7. one by one, small: seconds per epoch of one head
 step table-one-by-one "$ONE_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table \
     --clips "$ONE_CLIPS" --seeds "$ONE_SEEDS" --epochs "$ONE_EPOCHS" --device "$DEVICE"
 
 kill "$monitor" 2>/dev/null
 echo "total: $(($(date +%s) - started)) s" | tee -a "$OUT/summary.txt"
-grep -h "Table 1\|ratio\|per epoch\|per step\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"
+grep -h "^PASS\|^FAIL\|Table 1\|ratio\|per epoch\|per step\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"
