@@ -1,6 +1,7 @@
 """The training engine itself (avemo.train.engine) on a tiny task: a linear model with dropout on random data."""
 
 import csv
+from dataclasses import replace
 
 import pytest
 import torch
@@ -98,6 +99,29 @@ def test_patience_stops_where_expected_and_the_selected_epoch_is_restored(tmp_pa
     }
     last = torch.load(tmp_path / "last.pt", weights_only=True)
     assert last["progress"]["epoch"] == 4 and last["progress"]["finished"] and last["record"] == {"settings": {"lr": 0.5}}
+
+
+def test_with_a_checkpoint_share_last_pt_is_written_less_often_and_resuming_still_gives_the_same_result(tmp_path, capsys):
+    """A share so small that only the first epoch's write is due (its time is measured then) and the last: a
+    crash in epoch 4 leaves last.pt at epoch 1, and resuming replays epochs 2-6 to the same weights and log."""
+    loop = engine.Loop(epochs=6, batch_size=16, seed=7, select="loss")
+    whole = Linear()
+    engine.fit(whole, optimizer(whole), loop, checkpoints(tmp_path / "whole"))
+
+    rare = replace(loop, checkpoint_share=1e-12)
+    killed = Linear(crash_at_batch=3 * 3 + 2)  # in the middle of epoch 4
+    with pytest.raises(Interrupted):
+        engine.fit(killed, optimizer(killed), rare, checkpoints(tmp_path / "killed"))
+    assert torch.load(tmp_path / "killed" / "last.pt", weights_only=True)["progress"]["epoch"] == 1
+    assert len(list(csv.DictReader(open(tmp_path / "killed" / "log.csv")))) == 3  # the log is written every epoch
+    capsys.readouterr()
+    resumed = Linear()
+    engine.fit(resumed, optimizer(resumed), rare, checkpoints(tmp_path / "killed"))
+    assert "train: resuming after epoch 1" in capsys.readouterr().out and len(resumed.states) == 5
+    assert same_weights(resumed.model.state_dict(), whole.model.state_dict())
+    assert (tmp_path / "killed" / "log.csv").read_text() == (tmp_path / "whole" / "log.csv").read_text()
+    last = torch.load(tmp_path / "killed" / "last.pt", weights_only=True)
+    assert last["progress"]["epoch"] == 6 and last["progress"]["finished"]  # the last epoch is always written
 
 
 def test_the_start_is_a_candidate_when_asked(tmp_path):

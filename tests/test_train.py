@@ -272,7 +272,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path, capsys):
     again: the same log, predictions and weights, bit for bit, as a run never interrupted (30 epochs of 3 batches;
     test_engine resumes in the middle of an epoch)."""
     cache = write_feature_cache(tmp_path / "cache", n_clips=60)
-    settings = replace(SETTINGS, epochs=30, patience=0, validation=0.1, device="cpu")
+    settings = replace(SETTINGS, epochs=30, patience=0, validation=0.1, device="cpu", checkpoint_share=0.0)  # every epoch
     command = [sys.executable, "-c", RESUME, str(cache), str(tmp_path / "killed"), json.dumps(settings.to_json())]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one torch thread, as in this module
 

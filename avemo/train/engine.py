@@ -11,9 +11,11 @@ validation score and its trainable state.
 - Validation after every epoch; selection by validation loss, accuracy or the last epoch (epoch 0, the
   start, is a candidate when `Loop.start_candidate`); early stop after `patience` epochs without a better
   score; the selected state is loaded into the task's model at the end.
-- One checkpoint format, OUT/last.pt after every epoch: {"model": trainable state, "optimizer", "record"
-  (what must match to resume), "progress"}; OUT/<best> holds the selected epoch's state ({"model", "epoch"}
-  plus the task's extras); OUT/log.csv one row per epoch (runfolder.write_log).
+- One checkpoint format, OUT/last.pt: {"model": trainable state, "optimizer", "record" (what must match to
+  resume), "progress"}, written after every epoch, or with `Loop.checkpoint_share` after an epoch once the
+  training since the last write took at least that write's time / the share (and always after the last
+  epoch); OUT/<best> holds the selected epoch's state ({"model", "epoch"} plus the task's extras);
+  OUT/log.csv one row per epoch (runfolder.write_log).
 """
 
 from __future__ import annotations
@@ -80,6 +82,9 @@ class Loop:
     # Zero the gradient buffers in place (an AlexNet's fc6 alone is 150 MB: not reallocated every step) instead
     # of dropping them (a head's: freeing saves the fill and the accumulation, 6% of a CPU epoch; same values).
     keep_grads: bool = False
+    # write last.pt only once the training since the last write took ≥ its write time / this (0: every epoch);
+    # a kill then loses a little more, and resuming replays those epochs bit for bit
+    checkpoint_share: float = 0.0
 
     def __post_init__(self) -> None:
         if self.select not in SELECT:
@@ -129,14 +134,15 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, loop: Loop, checkpoints: C
         start = {"epoch": 0, "train_loss": ""} | ({"train_accuracy": ""} if task.counts_correct else {})  # log.csv's columns
         _consider(task, loop, checkpoints, progress, start | task.validate(), 0.0)
     bar = progress_bar(range(progress.epoch + 1, loop.epochs + 1), desc=loop.label, unit="epoch", disable=progress.finished)
+    writes = _Writes(loop.checkpoint_share)
     for epoch in [] if progress.finished else bar:
         started = time.perf_counter()
         row = {"epoch": epoch} | train_epoch(net, task, optimizer, loop, epoch)
         row |= task.validate()
         _consider(task, loop, checkpoints, progress, row, time.perf_counter() - started)
         progress.finished = _stopping(loop, progress) or epoch == loop.epochs
-        if checkpoints:
-            _save_last(task, optimizer, checkpoints, progress)
+        if checkpoints and (progress.finished or writes.due()):
+            writes.timed(lambda: _save_last(task, optimizer, checkpoints, progress))
         bar.set_postfix({k: f"{v:.3f}" for k, v in row.items() if k != "epoch" and v != ""})
         if _stopping(loop, progress):
             print(f"{distributed.tag()}{loop.label}: no better validation {loop.select} for {loop.patience} epochs; stopped")
@@ -145,6 +151,23 @@ def fit(task: Task, optimizer: torch.optim.Optimizer, loop: Loop, checkpoints: C
     distributed.barrier()
     _restore_selected(task, progress, checkpoints)
     return progress
+
+
+class _Writes:
+    """When last.pt is due: always with share 0, else once the time since the last write (or the start) is at
+    least the last write's duration / share (the first epoch's write measures it)."""
+
+    def __init__(self, share: float):
+        self.share, self.took, self.since = share, 0.0, time.perf_counter()
+
+    def due(self) -> bool:
+        return self.share <= 0 or (time.perf_counter() - self.since) * self.share >= self.took
+
+    def timed(self, write) -> None:
+        started = time.perf_counter()
+        write()
+        self.since = time.perf_counter()
+        self.took = self.since - started
 
 
 def train_epoch(net: nn.Module, task: Task, optimizer: torch.optim.Optimizer, loop: Loop, epoch: int) -> dict:

@@ -102,6 +102,12 @@ class TrainSettings:
         default=10, metadata=option("Stop after N epochs without a better validation score (0: never early).", min=0)
     )
     seed: int = field(default=0, metadata=option("First seed."))
+    # last.pt (to resume) is written after an epoch once the training since the last write took at least the
+    # last write's time / this share, so writing costs at most about this share of the time (a GPU epoch of a
+    # head lasts ~1 s, its last.pt 40 MB ~0.1 s); a kill loses at most that, resuming replays it bit for bit
+    checkpoint_share: float = field(
+        default=0.1, metadata=option("Most of the training time spent writing last.pt (0: after every epoch).", min=0, max=1)
+    )
     # torch.use_deterministic_algorithms (slower on GPU; CPU is deterministic anyway)
     deterministic: bool = field(default=False, metadata=option("torch deterministic algorithms (slower on GPU)."))
     feature_norm: str = field(

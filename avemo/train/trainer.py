@@ -385,6 +385,7 @@ def _loop(settings: TrainSettings, out: Path) -> engine.Loop:
         select=settings.select,
         patience=settings.patience,
         clip_grad=settings.clip_grad,
+        checkpoint_share=settings.checkpoint_share,
         label=f"train {out}",  # the folder: names the model in the progress bar and in messages
     )
 
@@ -396,6 +397,7 @@ def head_checkpoints(
     beside the selected weights (predict and the joint pass read its settings, norm and validation)."""
     record = json.loads(json.dumps(asdict(settings)))
     del record["late_from"]  # how late fusion mixes models is not a setting of any one model
+    del record["checkpoint_share"]  # how often last.pt is written does not change the model
     resume = {k: v for k, v in record.items() if k != "target" or v != "arousal"}  # as last.pt before targets were
     fitting_ids = data.clip_ids[clips.numpy()].tolist()
     validation_ids = data.clip_ids[validation.numpy()].tolist()
