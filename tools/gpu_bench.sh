@@ -6,9 +6,10 @@
 #   3. tools/gpu_checks.py: the stacked LSTM's recurrence and --stacked (--deterministic) checked on the GPU;
 #   4. `avemo bench step`: a profiled step of stacked training (wall, operators, kernels, GPU busy per step);
 #   5. Table 1 × seeds trained stacked (avemo.train.stacked), MediaEval size (goal: ≤ 60 s on one H100);
-#   6. extraction: a sample corpus, `avemo extract` with fine-tuning (phase times), `avemo bench extract`
+#   6. extraction: a sample corpus, tools/gpu_decode_probe.py (could NVDEC decode?), `avemo extract` with
+#      fine-tuning (phase times), `avemo bench extract`
 #      (both use cuda when torch sees a GPU);
-#   7. Table 1 one by one, smaller (a per-epoch figure: the full size takes ~10 min).
+#   7. with ONE_CLIPS > 0: Table 1 one by one, 1 epoch (a per-epoch figure: 1.19 s on an H100 before).
 # Run from the repository root: bash tools/gpu_bench.sh (OUT, PY, WHEELS, DEVICE and the sizes below from the
 # environment). Every step runs under `timeout` and writes $OUT/<step>.log; the timeouts add up to under 10 min.
 #
@@ -18,7 +19,7 @@
 set -u
 cd "$(dirname "$0")/.."
 
-# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 540 s (590 with torchvision) --
+# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 585 s (the one-by-one step off) --
 PY=${PY:-python3}
 OUT=${OUT:-gpu-bench-out}
 WHEELS=${WHEELS:-.whl}
@@ -26,8 +27,8 @@ DEVICE=${DEVICE:-cuda}
 STACKED_CLIPS=${STACKED_CLIPS:-10900} STACKED_SEEDS=${STACKED_SEEDS:-5} STACKED_EPOCHS=${STACKED_EPOCHS:-40}
 STACKED_TIMEOUT=${STACKED_TIMEOUT:-140}
 STEP_CLIPS=${STEP_CLIPS:-2000} STEP_TIMEOUT=${STEP_TIMEOUT:-50} CHECKS_TIMEOUT=${CHECKS_TIMEOUT:-45}
-ONE_CLIPS=${ONE_CLIPS:-10900} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-1} ONE_TIMEOUT=${ONE_TIMEOUT:-45}
-EXTRACT_CLIPS=${EXTRACT_CLIPS:-160} EXTRACT_TIMEOUT=${EXTRACT_TIMEOUT:-70}
+ONE_CLIPS=${ONE_CLIPS:-0} ONE_SEEDS=${ONE_SEEDS:-1} ONE_EPOCHS=${ONE_EPOCHS:-1} ONE_TIMEOUT=${ONE_TIMEOUT:-45}
+EXTRACT_CLIPS=${EXTRACT_CLIPS:-160} EXTRACT_TIMEOUT=${EXTRACT_TIMEOUT:-70} PROBE_TIMEOUT=${PROBE_TIMEOUT:-45}
 SAMPLE_SIZE=${SAMPLE_SIZE:-640x360}  # frames of the sample clips: decoding time grows with the size (the demo's 160x120 flatters)
 INSTALL_TIMEOUT=${INSTALL_TIMEOUT:-50}
 # module → package, for what avemo imports besides torch
@@ -86,15 +87,18 @@ step table-stacked "$STACKED_TIMEOUT" $PY -c 'from avemo.cli import main; main()
 # `avemo bench extract` on the same clips (decode only, forward only, pipeline; cuda when torch sees a GPU)
 CORPUS=$(mktemp -d)
 step sample "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' sample "$CORPUS/sample" --clips "$EXTRACT_CLIPS" --size "$SAMPLE_SIZE"
+step decode-probe "$PROBE_TIMEOUT" $PY tools/gpu_decode_probe.py "$CORPUS/sample/clips.csv"
 step extract-finetune "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' extract \
     --manifest "$CORPUS/sample/clips.csv" --cache "$CORPUS/cache" --weights none
 step bench-extract "$EXTRACT_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench extract --manifest "$CORPUS/sample/clips.csv" --device "$DEVICE"
 cp "$CORPUS/cache/log.txt" "$OUT/extract-log.txt" 2>/dev/null
 
 # 7. one by one, small: seconds per epoch of one head
-step table-one-by-one "$ONE_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table \
-    --clips "$ONE_CLIPS" --seeds "$ONE_SEEDS" --epochs "$ONE_EPOCHS" --device "$DEVICE"
+if [ "$ONE_CLIPS" -gt 0 ]; then
+    step table-one-by-one "$ONE_TIMEOUT" $PY -c 'from avemo.cli import main; main()' bench table \
+        --clips "$ONE_CLIPS" --seeds "$ONE_SEEDS" --epochs "$ONE_EPOCHS" --device "$DEVICE"
+fi
 
 kill "$monitor" 2>/dev/null
 echo "total: $(($(date +%s) - started)) s" | tee -a "$OUT/summary.txt"
-grep -h "^PASS\|^FAIL\|Table 1\|ratio\|per epoch\|per step\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"
+grep -h "^PASS\|^FAIL\|GPU\|decode,\|Table 1\|ratio\|per epoch\|per step\|decode\|forward\|fine-tune\|fc7\|pool5" "$OUT"/*.log | tee -a "$OUT/summary.txt"
