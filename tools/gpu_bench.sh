@@ -19,7 +19,7 @@
 set -u
 cd "$(dirname "$0")/.."
 
-# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 585 s (the one-by-one step off) --
+# -- sizes and limits (seconds; each may be set in the environment): the timeouts add up to 540 s (590 with torchvision to install; one-by-one off) --
 PY=${PY:-python3}
 OUT=${OUT:-gpu-bench-out}
 WHEELS=${WHEELS:-.whl}
