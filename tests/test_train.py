@@ -334,3 +334,6 @@ def test_a_run_trained_with_other_settings_is_never_overwritten(tmp_path, small)
         train(cache, tmp_path / "run", ["visual"], replace(SMALL, epochs=7))
     for name in ("model.pt", "settings.json", "predictions.csv", "last.pt", "log.csv"):
         assert (tmp_path / "run" / "visual" / name).read_bytes() == (small / "visual" / name).read_bytes()
+    # how often last.pt is written is no setting of the model: the finished one is reused, not refused
+    train(cache, tmp_path / "run", ["visual"], replace(SMALL, checkpoint_share=0.0))
+    assert (tmp_path / "run" / "visual" / "model.pt").read_bytes() == (small / "visual" / "model.pt").read_bytes()
