@@ -21,12 +21,11 @@ import time
 
 import av
 import av.codec.hwaccel
-import av.filter
 import numpy as np
 
 from avemo.datasets.manifest import read_manifest
 from avemo.extract.decode import read_streams
-from avemo.extract.video import open_video
+from avemo.extract.video import open_video, scale_graph
 
 SIZE = 256
 
@@ -40,14 +39,7 @@ def gpu_frames(path: str) -> np.ndarray:
         for frame in container.decode(stream):
             if (frame.width, frame.height, frame.format.name) != shape:
                 shape = (frame.width, frame.height, frame.format.name)
-                graph = av.filter.Graph()
-                nodes = [
-                    graph.add_buffer(width=frame.width, height=frame.height, format=frame.format, time_base=stream.time_base),
-                    graph.add("scale", f"{SIZE}:{SIZE}:flags=bilinear"),
-                    graph.add("format", "rgb24"),
-                    graph.add("buffersink"),
-                ]
-                graph.link_nodes(*nodes).configure()
+                graph = scale_graph(SIZE, width=frame.width, height=frame.height, format=frame.format, time_base=stream.time_base)
             graph.push(frame)
             out.append(graph.pull().to_ndarray())
     return np.stack(out)

@@ -150,20 +150,9 @@ class PyavVideo(Video):
         graph, shape = None, None
         for frame in self.container.decode(stream):
             if (frame.width, frame.height, frame.format.name) != shape:
-                graph, shape = self._graph(stream), (frame.width, frame.height, frame.format.name)
+                graph, shape = scale_graph(self.size, template=stream), (frame.width, frame.height, frame.format.name)
             graph.push(frame)
             yield graph.pull().to_ndarray()
-
-    def _graph(self, stream: av.video.stream.VideoStream) -> av.filter.Graph:
-        graph = av.filter.Graph()
-        nodes = [
-            graph.add_buffer(template=stream),
-            graph.add("scale", f"{self.size}:{self.size}:flags=bilinear"),
-            graph.add("format", "rgb24"),
-            graph.add("buffersink"),
-        ]
-        graph.link_nodes(*nodes).configure()
-        return graph
 
     def frames(self, indices: list[int]) -> np.ndarray:
         wanted = set(indices)
@@ -187,6 +176,20 @@ class PyavVideo(Video):
         if self.container is not None:
             self.container.close()
             self.container = None
+
+
+def scale_graph(size: int, **source) -> av.filter.Graph:
+    """libavfilter's bilinear scale to size×size RGB, as decord scales (`source`: av.filter.Graph.add_buffer's
+    arguments, e.g. template=stream)."""
+    graph = av.filter.Graph()
+    nodes = [
+        graph.add_buffer(**source),
+        graph.add("scale", f"{size}:{size}:flags=bilinear"),
+        graph.add("format", "rgb24"),
+        graph.add("buffersink"),
+    ]
+    graph.link_nodes(*nodes).configure()
+    return graph
 
 
 def first_line(error: Exception) -> str:
